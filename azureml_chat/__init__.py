@@ -1,0 +1,88 @@
+"""azureml-chat: an async-first client for chat models on Azure Machine Learning online endpoints.
+
+::
+
+    async with AsyncChatClient(endpoint_url, api_key) as client:
+        response = await client.chat([UserMessage("hi")])
+        print(response.content)
+"""
+
+from ._client import AsyncChatClient
+from ._config import Secret, Timeout
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    AzureMLChatError,
+    BadRequestError,
+    ConfigurationError,
+    InternalServerError,
+    InvalidRequestError,
+    ModelError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    RequestTimeoutError,
+    ResponseFormatError,
+    StreamError,
+    UnprocessableEntityError,
+)
+from ._messages import (
+    AssistantMessage,
+    ContentPart,
+    ImagePart,
+    Message,
+    SystemMessage,
+    TextPart,
+    ToolCall,
+    ToolMessage,
+    UserMessage,
+)
+from ._responses import ChatChunk, ChatResponse, ToolCallDelta, Usage
+from ._retry import RetryPolicy
+from ._version import __version__
+from .formatters import ContentFormatter, Route, available_formatters, get_formatter, register_formatter
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AssistantMessage",
+    "AsyncChatClient",
+    "AuthenticationError",
+    "AzureMLChatError",
+    "BadRequestError",
+    "ChatChunk",
+    "ChatResponse",
+    "ConfigurationError",
+    "ContentFormatter",
+    "ContentPart",
+    "ImagePart",
+    "InternalServerError",
+    "InvalidRequestError",
+    "Message",
+    "ModelError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "ResponseFormatError",
+    "RetryPolicy",
+    "Route",
+    "Secret",
+    "StreamError",
+    "SystemMessage",
+    "TextPart",
+    "Timeout",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolMessage",
+    "UnprocessableEntityError",
+    "Usage",
+    "UserMessage",
+    "__version__",
+    "available_formatters",
+    "get_formatter",
+    "register_formatter",
+]

@@ -1,0 +1,45 @@
+"""Every default number in one place, each with where it comes from.
+
+References are to the research notes in the project's ``shared/reference`` folder.
+"""
+
+from __future__ import annotations
+
+# --- timeouts (seconds) -------------------------------------------------------------------------
+# Connecting, or waiting for a free pooled connection. aiohttp counts the pool wait against
+# ``connect``; with no bound a saturated pool would wait forever (sdk_design.md 2.3).
+CONNECT_TIMEOUT = 10.0
+# Idle time allowed between two reads (bytes of a body, or SSE events). A managed online endpoint
+# answers 408 after ``request_timeout_ms`` (at most 180 s, 300 s for prompt flow), so a healthy
+# non-streaming call always sends its first byte within 300 s (azure_protocol.md 1.4).
+READ_TIMEOUT = 300.0
+# One whole attempt, body included. The vendor SDKs use 600 s (sdk_design.md 1.2).
+TOTAL_TIMEOUT = 600.0
+
+# --- retries ------------------------------------------------------------------------------------
+# Retries after the first attempt: openai-python and anthropic use 2, i.e. 3 attempts in total.
+MAX_RETRIES = 2
+# Backoff base and cap, as in the Stainless SDKs: 0.5 s doubling up to 8 s (sdk_design.md 1.1).
+INITIAL_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 8.0
+# The longest server-demanded wait (Retry-After family) we sleep through; a longer demand is raised
+# at once. anthropic caps at 60 s, openai at 120 s; 60 s keeps a blocked caller's wait bounded.
+MAX_RETRY_AFTER = 60.0
+
+# --- connection pool ----------------------------------------------------------------------------
+# aiohttp's own default. An endpoint answers 429 above 2 x max_concurrent_requests_per_instance x
+# instances in flight (azure_protocol.md 1.5), usually far below this, so the pool is never the
+# limit a user hits first; set ``max_connections`` to match your deployment.
+MAX_CONNECTIONS = 100
+# DNS answers are cached this long. Finite so a blue/green swap is picked up (sdk_design.md 2.2).
+DNS_CACHE_TTL = 60
+
+# --- protocol limits ----------------------------------------------------------------------------
+# The platform keeps 40 characters of x-ms-client-request-id (azure_protocol.md 1.5).
+MAX_CLIENT_REQUEST_ID = 40
+# How much of an error body an exception keeps and shows.
+ERROR_BODY_EXCERPT = 2_000
+# How much of an error body we read at all, so a huge error page cannot exhaust memory.
+MAX_ERROR_BODY = 64 * 1024
+# Largest SSE event accepted; large tool-call arguments fit easily (sdk_design.md 2.6).
+MAX_SSE_EVENT_BYTES = 16 * 1024 * 1024

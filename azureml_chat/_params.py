@@ -1,0 +1,106 @@
+"""Call parameters: checked and merged into a fresh dict per call (``model_kwargs`` is never mutated)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from ._errors import InvalidRequestError
+
+__all__ = ["merge_params"]
+
+# Parameters the client sets itself; a caller passing them would break the call's contract.
+_RESERVED = {
+    "messages": "pass messages as the first argument",
+    "stream": "call client.stream(...) to stream",
+}
+_NUMBERS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+_TOOL_CHOICES = ("none", "auto", "required")
+_RESPONSE_FORMATS = ("text", "json_object", "json_schema")
+
+
+def merge_params(model_kwargs: Mapping[str, Any], common: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``model_kwargs``, overridden by the common keywords that were given, overridden by other keywords.
+
+    Returns a new dict every call, so nothing a call passes can leak into the next one.
+
+    Raises:
+        InvalidRequestError: for a parameter of the wrong type, or one the client owns.
+    """
+    params = {**model_kwargs, **{name: value for name, value in common.items() if value is not None}, **extra}
+    for name in params.keys() & _RESERVED.keys():
+        raise InvalidRequestError(f"{name!r} is not a model parameter: {_RESERVED[name]}")
+    for name in _NUMBERS:
+        if name in params:
+            _check_number(name, params[name])
+    for name in ("max_tokens", "seed"):
+        if name in params:
+            _check_int(name, params[name], minimum=1 if name == "max_tokens" else None)
+    if "stop" in params:
+        params["stop"] = _check_stop(params["stop"])
+    if "tools" in params:
+        params["tools"] = _check_tools(params["tools"])
+    if "tool_choice" in params:
+        _check_tool_choice(params["tool_choice"])
+    if "response_format" in params:
+        _check_response_format(params["response_format"])
+    return params
+
+
+def _check_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidRequestError(f"{name} must be a finite number, got {value!r}")
+
+
+def _check_int(name: str, value: Any, *, minimum: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        floor = f" >= {minimum}" if minimum is not None else ""
+        raise InvalidRequestError(f"{name} must be a whole number{floor}, got {value!r}")
+
+
+def _check_stop(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        return list(value)
+    raise InvalidRequestError(f"stop must be a string or a list of strings, got {value!r}")
+
+
+def _check_tools(value: Any) -> list[Any]:
+    if not isinstance(value, (list, tuple)):
+        raise InvalidRequestError(f"tools must be a list of tool definitions, got {type(value).__name__}")
+    for index, tool in enumerate(value):
+        function = tool.get("function") if isinstance(tool, Mapping) else None
+        if (
+            not isinstance(tool, Mapping)
+            or tool.get("type") != "function"
+            or not isinstance(function, Mapping)
+            or not isinstance(function.get("name"), str)
+        ):
+            raise InvalidRequestError(
+                f"tools[{index}] must look like "
+                '{"type": "function", "function": {"name": "...", "description": "...", "parameters": {...}}}'
+            )
+    return list(value)
+
+
+def _check_tool_choice(value: Any) -> None:
+    if value in _TOOL_CHOICES:
+        return
+    if isinstance(value, Mapping) and isinstance(value.get("function"), Mapping):
+        if isinstance(value["function"].get("name"), str):
+            return
+    raise InvalidRequestError(
+        f"tool_choice must be one of {', '.join(_TOOL_CHOICES)} or "
+        f'{{"type": "function", "function": {{"name": "..."}}}}, got {value!r}'
+    )
+
+
+def _check_response_format(value: Any) -> None:
+    if not isinstance(value, Mapping) or value.get("type") not in _RESPONSE_FORMATS:
+        raise InvalidRequestError(
+            f'response_format must be {{"type": "text" | "json_object" | "json_schema", ...}}, got {value!r}'
+        )
+    if value["type"] == "json_schema" and not isinstance(value.get("json_schema"), Mapping):
+        raise InvalidRequestError('response_format json_schema needs {"json_schema": {"name": ..., "schema": {...}}}')

@@ -1,0 +1,92 @@
+"""What a call returns: :class:`ChatResponse` for a whole answer, :class:`ChatChunk` for a piece of a stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from ._messages import AssistantMessage, ToolCall
+
+__all__ = ["ChatChunk", "ChatResponse", "ToolCallDelta", "Usage"]
+
+
+@attrs.frozen
+class Usage:
+    """Token counts, as the endpoint reported them."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = attrs.field()
+
+    @total_tokens.default
+    def _sum(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@attrs.frozen(kw_only=True)
+class ChatResponse:
+    """A complete answer.
+
+    Attributes:
+        message: the assistant's message (``content`` and ``tool_calls`` are read from it).
+        finish_reason: ``stop``, ``length``, ``tool_calls``, ``content_filter``, or ``None`` when the route
+            does not say (classic ``/score``).
+        usage: token counts, when the endpoint reported them.
+        model: the model name the endpoint reported.
+        id: the completion id the endpoint reported.
+        request_id: the id to quote in a support ticket (``x-request-id``, else our ``x-ms-client-request-id``).
+        raw: the parsed JSON body exactly as received; nothing the endpoint sent is lost.
+    """
+
+    message: AssistantMessage
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    id: str | None = None
+    request_id: str | None = None
+    raw: Any = attrs.field(default=None, repr=False, eq=False)
+
+    @property
+    def content(self) -> str | None:
+        """The answer's text (``None`` when the model only called tools)."""
+        return self.message.content
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """The tool calls the model asked for, in order."""
+        return self.message.tool_calls
+
+
+@attrs.frozen(kw_only=True)
+class ToolCallDelta:
+    """A piece of a tool call in a stream. ``id`` and ``name`` come only in the first piece of each ``index``;
+    ``arguments`` pieces are concatenated in order."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class ChatChunk:
+    """One event of a stream.
+
+    Attributes:
+        content: the new text in this event (a delta), or ``None``.
+        finish_reason: set on the event that ends the answer.
+        usage: set on the usage event (usually the last one).
+        tool_calls: tool-call pieces in this event.
+        role: the role, when the event announces it.
+        raw: the parsed event as received.
+    """
+
+    content: str | None = None
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    role: str | None = None
+    model: str | None = None
+    id: str | None = None
+    raw: Any = attrs.field(default=None, repr=False, eq=False)

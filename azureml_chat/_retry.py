@@ -1,0 +1,193 @@
+"""When to retry and how long to wait: pure decisions, plus the tenacity policy built from them.
+
+A call makes its first attempt outside tenacity (building an ``AsyncRetrying`` per call costs 20-50 % of
+throughput, performance-anchors.md); only a retryable failure enters :func:`RetryPolicy.retrying`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
+
+import attrs
+import tenacity
+
+from . import _defaults
+from ._errors import APIConnectionError, APIStatusError, AzureMLChatError, ModelError
+
+__all__ = ["RetryPolicy", "backoff", "parse_retry_after", "retry_decision"]
+
+logger = logging.getLogger("azureml_chat")
+
+T = TypeVar("T")
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# 424 means the model container failed; its own status decides (azure_protocol.md 1.6).
+RETRYABLE_INNER_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds the server asks us to wait, or ``None`` when it did not say (or said nonsense).
+
+    Checked in order: ``retry-after-ms`` and ``x-ms-retry-after-ms`` (milliseconds), then ``Retry-After``
+    as seconds, then ``Retry-After`` as an HTTP date. Negative, infinite and unparseable values are ignored.
+    """
+    for name in ("retry-after-ms", "x-ms-retry-after-ms"):
+        raw = headers.get(name)
+        if raw is not None:
+            ms = _finite_float(raw)
+            if ms is not None and ms >= 0:
+                return ms / 1000.0
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    seconds = _finite_float(raw)
+    if seconds is not None:
+        return seconds if seconds >= 0 else None
+    try:
+        parsed = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if parsed.tzinfo is None:
+        return None
+    delay = parsed.timestamp() - (time.time() if now is None else now)
+    return max(delay, 0.0)
+
+
+def _finite_float(raw: str) -> float | None:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def backoff(retries_taken: int, *, initial: float, cap: float, rng: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with full jitter.
+
+    The wait before retry number ``n + 1`` (``n`` = ``retries_taken``, 0 for the first retry) is drawn
+    uniformly from ``[0, min(cap, initial * 2**n)]`` ("full jitter", which spreads a herd of clients best).
+    """
+    ceiling = min(cap, initial * 2.0 ** min(retries_taken, 60))
+    return ceiling * rng()
+
+
+@attrs.frozen
+class RetryDecision:
+    """Whether to retry one failure, and the server's demanded wait when it gave one."""
+
+    retry: bool
+    retry_after: float | None = None
+
+
+def retry_decision(exc: BaseException, *, max_retry_after: float) -> RetryDecision:
+    """Decide whether ``exc`` may be retried (pure; the table in DESIGN.md "Retries").
+
+    Connection errors and client timeouts are retried (a stream never gets here after its first chunk).
+    Statuses 429, 500, 502, 503, 504, and 424 whose inner status is 408/429/5xx, are retried; every other
+    status is not. ``x-should-retry: true|false`` overrides the status rule. A server that demands a wait
+    longer than ``max_retry_after`` is not retried: the error is raised at once, carrying that wait.
+    """
+    if isinstance(exc, APIConnectionError):
+        return RetryDecision(True)
+    if not isinstance(exc, APIStatusError):
+        return RetryDecision(False)
+    retry_after = parse_retry_after(exc.headers)
+    if retry_after is not None and retry_after > max_retry_after:
+        return RetryDecision(False, retry_after)
+    should = exc.headers.get("x-should-retry", "").strip().lower()
+    if should == "true":
+        return RetryDecision(True, retry_after)
+    if should == "false":
+        return RetryDecision(False, retry_after)
+    if isinstance(exc, ModelError):
+        inner = exc.inner_status_code
+        return RetryDecision(inner is not None and inner in RETRYABLE_INNER_STATUSES, retry_after)
+    return RetryDecision(exc.status_code in RETRYABLE_STATUSES, retry_after)
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How a client retries. Build one and pass it as ``retry=`` to change more than ``max_retries``.
+
+    Attributes:
+        max_retries: retries after the first attempt (0 disables retrying).
+        initial_delay: the first backoff ceiling, doubled per retry (see :func:`backoff`).
+        max_delay: the backoff cap.
+        max_retry_after: the longest server-demanded wait we honour; a longer one is raised at once.
+    """
+
+    max_retries: int = attrs.field(default=_defaults.MAX_RETRIES)
+    initial_delay: float = _defaults.INITIAL_RETRY_DELAY
+    max_delay: float = _defaults.MAX_RETRY_DELAY
+    max_retry_after: float = _defaults.MAX_RETRY_AFTER
+
+    @max_retries.validator
+    def _check_max_retries(self, _: attrs.Attribute[int], value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"max_retries must be a whole number >= 0, got {value!r}")
+
+    def wait_for(self, exc: BaseException, retries_taken: int) -> float:
+        """Seconds to sleep before the next attempt after ``exc``."""
+        decision = retry_decision(exc, max_retry_after=self.max_retry_after)
+        if decision.retry_after is not None:
+            return decision.retry_after
+        return backoff(retries_taken, initial=self.initial_delay, cap=self.max_delay)
+
+    async def call(self, attempt: Callable[[], Awaitable[T]], *, describe: str) -> T:
+        """Run ``attempt`` once, and through tenacity only after a retryable failure."""
+        try:
+            return await attempt()
+        except AzureMLChatError as exc:
+            if self.max_retries == 0 or not retry_decision(exc, max_retry_after=self.max_retry_after).retry:
+                raise
+            first_failure: AzureMLChatError | None = exc
+
+        async def replay_then_attempt() -> T:
+            # tenacity cannot be seeded with an outcome, so the first failure is replayed as its attempt 1:
+            # every wait, log line and stop rule then goes through one path.
+            nonlocal first_failure
+            if first_failure is not None:
+                failure, first_failure = first_failure, None
+                raise failure
+            return await attempt()
+
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(self.max_retries + 1),
+            wait=self._tenacity_wait,
+            retry=tenacity.retry_if_exception(self._should_retry),
+            before_sleep=lambda state: _log_retry(state, describe, self.max_retries + 1),
+            reraise=True,
+        )
+        try:
+            return await retrying(replay_then_attempt)
+        except AzureMLChatError as exc:
+            exc.attempts = retrying.statistics.get("attempt_number", 1)
+            raise
+
+    def _should_retry(self, exc: BaseException) -> bool:
+        return retry_decision(exc, max_retry_after=self.max_retry_after).retry
+
+    def _tenacity_wait(self, state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        assert exc is not None  # tenacity only waits after a failed attempt
+        return self.wait_for(exc, state.attempt_number - 1)
+
+
+def _log_retry(state: tenacity.RetryCallState, describe: str, attempts: int) -> None:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    reason = f"HTTP {exc.status_code}" if isinstance(exc, APIStatusError) else type(exc).__name__
+    wait = state.next_action.sleep if state.next_action is not None else 0.0
+    logger.info(
+        "Retrying %s after %s in %.2f s (attempt %d of %d)",
+        describe,
+        reason,
+        wait,
+        state.attempt_number + 1,
+        attempts,
+    )

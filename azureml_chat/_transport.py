@@ -1,0 +1,142 @@
+"""The only module that does network I/O: one aiohttp session, requests, and aiohttp errors -> ours."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+
+import aiohttp
+import attrs
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from . import _defaults
+from ._config import Timeout
+from ._errors import APIConnectionError, APITimeoutError, make_status_error
+
+__all__ = ["RawResponse", "Transport", "client_timeout"]
+
+logger = logging.getLogger("azureml_chat")
+
+
+@attrs.frozen
+class RawResponse:
+    """A complete 2xx response."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+
+def client_timeout(timeout: Timeout) -> aiohttp.ClientTimeout:
+    """The aiohttp form of a :class:`Timeout` (``read`` is aiohttp's idle ``sock_read``)."""
+    return aiohttp.ClientTimeout(total=timeout.total, connect=timeout.connect, sock_read=timeout.read)
+
+
+class Transport:
+    """Owns (or borrows) the aiohttp session; turns aiohttp's failures into the package's errors."""
+
+    def __init__(
+        self, *, max_connections: int, proxy: str | None, session: aiohttp.ClientSession | None = None
+    ) -> None:
+        self._session = session
+        self._owns_session = session is None
+        self._max_connections = max_connections
+        self._proxy = proxy
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def session(self) -> aiohttp.ClientSession:
+        """The session, created on first use inside the running loop (aiohttp binds it to that loop)."""
+        if self._closed:
+            raise RuntimeError("this client is closed; create a new one")
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=_defaults.DNS_CACHE_TTL)
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the session if we own it (a caller's session is left alone). Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and self._owns_session:
+            await session.close()
+            # Transports finish closing on the next loop iteration; without it aiohttp warns (sdk_design.md 2.4).
+            await asyncio.sleep(0)
+
+    async def post(self, url: URL, data: bytes, headers: Mapping[str, str], timeout: Timeout) -> RawResponse:
+        """POST ``data`` and read the whole 2xx response.
+
+        Raises:
+            APIStatusError: (a subclass of) for a non-2xx status, with the bounded error body.
+            APIConnectionError, APITimeoutError: when the endpoint could not be reached or answered too slowly.
+        """
+        started = time.perf_counter()
+        async with _translated(url, timeout), self.session().post(
+            url, data=data, headers=headers, timeout=client_timeout(timeout), proxy=self._proxy
+        ) as response:
+            if response.status >= 300:
+                raise await _status_error(response)
+            body = await response.read()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "POST %s -> %d in %.1f ms (%d bytes, request id %s)",
+                url,
+                response.status,
+                (time.perf_counter() - started) * 1000,
+                len(body),
+                response.headers.get("x-request-id"),
+            )
+        return RawResponse(response.status, response.headers, body)
+
+    async def open_stream(
+        self, url: URL, data: bytes, headers: Mapping[str, str], timeout: Timeout
+    ) -> aiohttp.ClientResponse:
+        """POST ``data`` and return the open 2xx response; the caller must ``release()``/``close()`` it."""
+        async with _translated(url, timeout):
+            response = await self.session().post(
+                url, data=data, headers=headers, timeout=client_timeout(timeout), proxy=self._proxy
+            )
+            if response.status >= 300:
+                try:
+                    raise await _status_error(response)
+                finally:
+                    response.release()
+        return response
+
+
+async def _status_error(response: aiohttp.ClientResponse) -> Exception:
+    body = bytearray()
+    with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+        while len(body) < _defaults.MAX_ERROR_BODY:
+            piece = await response.content.read(_defaults.MAX_ERROR_BODY - len(body))
+            if not piece:
+                break
+            body += piece
+    return make_status_error(response.status, response.headers, bytes(body))
+
+
+@contextlib.asynccontextmanager
+async def _translated(url: URL, timeout: Timeout) -> AsyncIterator[None]:
+    """Re-raise aiohttp's and asyncio's failures as :class:`APIConnectionError` / :class:`APITimeoutError`."""
+    try:
+        yield
+    except aiohttp.ServerTimeoutError as exc:
+        which = "connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "read"
+        limit = timeout.connect if which == "connect" else timeout.read
+        raise APITimeoutError(f"{which} timeout after {limit} s talking to {url.host}", url=str(url)) from exc
+    except asyncio.TimeoutError as exc:
+        raise APITimeoutError(f"total timeout after {timeout.total} s talking to {url.host}", url=str(url)) from exc
+    except aiohttp.ClientConnectorError as exc:
+        hint = " (is the endpoint URL still a placeholder?)" if "<" in (url.host or "") else ""
+        raise APIConnectionError(f"cannot connect to {url.host}:{url.port}: {exc.os_error}{hint}", url=str(url)) from exc
+    except aiohttp.ClientError as exc:
+        raise APIConnectionError(f"connection to {url.host} failed: {type(exc).__name__}: {exc}", url=str(url)) from exc

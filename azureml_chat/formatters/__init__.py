@@ -1,0 +1,105 @@
+"""The formatter registry: model family name -> :class:`ContentFormatter`.
+
+Built in: ``openai``, ``llama`` (alias ``custom-openai``), ``mistral``. Register your own for a custom
+``score.py``::
+
+    class MyFormatter(ContentFormatter):
+        name = "my-model"
+        routes = frozenset({Route.SCORE})
+        def build_request(self, route, messages, params, *, stream): ...
+        def parse_response(self, route, body): ...
+
+    register_formatter("my-model", MyFormatter())
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+from .._errors import ConfigurationError
+from ._base import ContentFormatter, Route
+from ._openai import OpenAIFormatter
+from ._score import LlamaFormatter, MistralFormatter
+
+__all__ = [
+    "ContentFormatter",
+    "LlamaFormatter",
+    "MistralFormatter",
+    "OpenAIFormatter",
+    "Route",
+    "available_formatters",
+    "get_formatter",
+    "register_formatter",
+]
+
+_lock = threading.Lock()
+_formatters: dict[str, ContentFormatter] = {}
+_aliases: dict[str, str] = {}
+
+
+def _key(family: str) -> str:
+    if not isinstance(family, str) or not family.strip():
+        raise ConfigurationError(f"a formatter family must be a non-empty string, got {family!r}")
+    return family.strip().lower()
+
+
+def register_formatter(
+    family: str,
+    formatter: ContentFormatter | type[ContentFormatter],
+    *,
+    aliases: Iterable[str] = (),
+    replace: bool = False,
+) -> None:
+    """Make ``formatter`` available as ``family`` (and each alias), case-insensitively.
+
+    Args:
+        family: the name users pass as ``formatter=``.
+        formatter: a :class:`ContentFormatter` instance (a subclass is instantiated with no arguments).
+        aliases: other names for the same family.
+        replace: allow replacing an existing family or alias (otherwise that is a ``ConfigurationError``).
+    """
+    if isinstance(formatter, type):
+        formatter = formatter()
+    if not isinstance(formatter, ContentFormatter):
+        raise ConfigurationError(
+            f"a formatter must be a ContentFormatter (subclass azureml_chat.ContentFormatter), got {formatter!r}"
+        )
+    names = [_key(family), *(_key(alias) for alias in aliases)]
+    with _lock:
+        taken = [name for name in names if name in _formatters or name in _aliases]
+        if taken and not replace:
+            raise ConfigurationError(
+                f"formatter family {taken[0]!r} is already registered; pass replace=True to replace it"
+            )
+        for name in names:
+            _formatters.pop(name, None)
+            _aliases.pop(name, None)
+        _formatters[names[0]] = formatter
+        for alias in names[1:]:
+            _aliases[alias] = names[0]
+
+
+def get_formatter(family: str) -> ContentFormatter:
+    """The formatter registered as ``family`` (or an alias of it).
+
+    Raises:
+        ConfigurationError: for an unknown family, listing the known ones.
+    """
+    key = _key(family)
+    key = _aliases.get(key, key)
+    try:
+        return _formatters[key]
+    except KeyError:
+        known = ", ".join(available_formatters())
+        raise ConfigurationError(f"unknown formatter {family!r}; known families: {known}") from None
+
+
+def available_formatters() -> tuple[str, ...]:
+    """The registered family names and aliases, sorted."""
+    return tuple(sorted([*_formatters, *_aliases]))
+
+
+register_formatter("openai", OpenAIFormatter())
+register_formatter("llama", LlamaFormatter(), aliases=("custom-openai",))
+register_formatter("mistral", MistralFormatter())

@@ -1,0 +1,128 @@
+"""OpenAI chat completions: the serverless dialect, and vLLM-style dedicated deployments."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from .._errors import StreamError
+from .._messages import AssistantMessage, Message, ToolCall
+from .._responses import ChatChunk, ChatResponse, ToolCallDelta
+from .._serialization import converter, messages_to_wire, structure_usage
+from ._base import ContentFormatter, Route
+
+__all__ = ["OpenAIFormatter", "build_chat_completions", "parse_chat_chunk", "parse_chat_completion"]
+
+
+def build_chat_completions(messages: Sequence[Message], params: Mapping[str, Any], *, stream: bool) -> dict[str, Any]:
+    """The chat-completions body: ``messages``, then every parameter at the top level."""
+    body: dict[str, Any] = {"messages": messages_to_wire(messages), **params}
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def parse_chat_completion(formatter: ContentFormatter, body: Any) -> ChatResponse:
+    """Read ``choices[0].message`` (and usage, model, id) from a chat-completions body."""
+    if not isinstance(body, dict):
+        raise formatter.shape_error("expected a JSON object with 'choices'", body)
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise formatter.shape_error("'choices' must be a non-empty list of objects", body)
+    choice = choices[0]
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise formatter.shape_error("'choices[0].message' must be an object", body)
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        raise formatter.shape_error("'choices[0].message.content' must be a string or null", body)
+    raw_calls = message.get("tool_calls") or []
+    if not isinstance(raw_calls, list):
+        raise formatter.shape_error("'choices[0].message.tool_calls' must be a list", body)
+    try:
+        tool_calls = tuple(converter.structure(call, ToolCall) for call in raw_calls)
+    except (TypeError, ValueError) as exc:
+        raise formatter.shape_error(f"a tool call is malformed ({exc})", body) from None
+    return ChatResponse(
+        message=AssistantMessage(content, tool_calls=tool_calls),
+        finish_reason=_optional_str(choice.get("finish_reason")),
+        usage=structure_usage(body.get("usage")),
+        model=_optional_str(body.get("model")),
+        id=_optional_str(body.get("id")),
+        raw=body,
+    )
+
+
+def parse_chat_chunk(formatter: ContentFormatter, data: Any) -> ChatChunk:
+    """Read one ``chat.completion.chunk`` event: the delta of ``choices[0]`` and any usage."""
+    if not isinstance(data, dict):
+        raise StreamError(f"stream event is not a JSON object [formatter: {formatter.name}]: {data!r:.200}")
+    error = data.get("error")
+    if error is not None:
+        from .._errors import error_message
+
+        raise StreamError(f"the endpoint reported an error mid-stream: {error_message(data) or error!r:.500}")
+    choices = data.get("choices") or ()
+    content = role = finish_reason = None
+    deltas: tuple[ToolCallDelta, ...] = ()
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        choice = choices[0]
+        finish_reason = _optional_str(choice.get("finish_reason"))
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            content = _optional_str(delta.get("content"))
+            role = _optional_str(delta.get("role"))
+            deltas = _tool_call_deltas(delta.get("tool_calls"))
+    return ChatChunk(
+        content=content,
+        finish_reason=finish_reason,
+        usage=structure_usage(data.get("usage")),
+        tool_calls=deltas,
+        role=role,
+        model=_optional_str(data.get("model")),
+        id=_optional_str(data.get("id")),
+        raw=data,
+    )
+
+
+def _tool_call_deltas(raw: Any) -> tuple[ToolCallDelta, ...]:
+    if not isinstance(raw, list):
+        return ()
+    deltas = []
+    for position, item in enumerate(raw):
+        if not isinstance(item, dict):
+            continue
+        function = item.get("function")
+        function = function if isinstance(function, dict) else {}
+        index = item.get("index")
+        deltas.append(
+            ToolCallDelta(
+                index=index if isinstance(index, int) and not isinstance(index, bool) else position,
+                id=_optional_str(item.get("id")),
+                name=_optional_str(function.get("name")),
+                arguments=_optional_str(function.get("arguments")) or "",
+            )
+        )
+    return tuple(deltas)
+
+
+def _optional_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+class OpenAIFormatter(ContentFormatter):
+    """OpenAI chat completions on every route (vLLM-style deployments serve it on ``/score`` too)."""
+
+    name: ClassVar[str] = "openai"
+    streaming_routes: ClassVar[frozenset[Route]] = frozenset(Route)
+
+    def build_request(
+        self, route: Route, messages: Sequence[Message], params: Mapping[str, Any], *, stream: bool
+    ) -> dict[str, Any]:
+        return build_chat_completions(messages, params, stream=stream)
+
+    def parse_response(self, route: Route, body: Any) -> ChatResponse:
+        return parse_chat_completion(self, body)
+
+    def parse_chunk(self, route: Route, data: Any) -> ChatChunk | None:
+        return parse_chat_chunk(self, data)
