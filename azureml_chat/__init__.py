@@ -41,6 +41,8 @@ from ._messages import (
 )
 from ._responses import ChatChunk, ChatResponse, ToolCallDelta, Usage
 from ._retry import RetryPolicy
+from ._stream import AsyncChatStream
+from ._sync import ChatStream, Client
 from ._version import __version__
 from .formatters import ContentFormatter, Route, available_formatters, get_formatter, register_formatter
 
@@ -50,11 +52,14 @@ __all__ = [
     "APITimeoutError",
     "AssistantMessage",
     "AsyncChatClient",
+    "AsyncChatStream",
     "AuthenticationError",
     "AzureMLChatError",
     "BadRequestError",
     "ChatChunk",
     "ChatResponse",
+    "ChatStream",
+    "Client",
     "ConfigurationError",
     "ContentFormatter",
     "ContentPart",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import platform
 import re
 import uuid
@@ -15,13 +14,16 @@ import aiohttp
 import attrs
 from yarl import URL
 
-from ._config import ClientConfig, Secret, Timeout, build_config, check_headers, check_header_token
-from ._errors import ConfigurationError, InvalidRequestError, ResponseFormatError
+from . import _defaults
+from ._codec import decode_json, encode_json
+from ._config import ClientConfig, Secret, Timeout, build_config, check_header_token, check_headers
+from ._errors import ConfigurationError, InvalidRequestError
 from ._messages import Message
 from ._params import merge_params
 from ._responses import ChatResponse
 from ._retry import RetryPolicy
 from ._serialization import messages_from_input
+from ._stream import AsyncChatStream
 from ._transport import RawResponse, Transport
 from ._version import __version__
 from .formatters import ContentFormatter
@@ -58,6 +60,7 @@ class AsyncChatClient:
         extra_parameters: send ``extra-parameters: pass-through|drop|error`` (serverless unknown-parameter rule).
         max_connections: the connection pool size.
         allow_insecure_http: allow sending the key over ``http://`` to a host that is not this machine.
+        max_event_bytes: the largest stream event accepted (a bigger one is a :class:`StreamError`).
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class AsyncChatClient:
         extra_parameters: str | None = None,
         max_connections: int | None = None,
         allow_insecure_http: bool = False,
+        max_event_bytes: int = _defaults.MAX_SSE_EVENT_BYTES,
     ) -> None:
         self._config: ClientConfig = build_config(
             endpoint_url=endpoint_url,
@@ -101,12 +105,17 @@ class AsyncChatClient:
             raise ConfigurationError("credential= (Entra ID) is not supported yet; pass api_key=")
         config = self._config
         self._url = URL(config.endpoint.url)
-        self._transport = Transport(max_connections=config.max_connections, proxy=config.proxy, session=session)
+        self._transport = Transport(
+            max_connections=config.max_connections, proxy=config.proxy, session=session
+        )
         self._headers = _base_headers(config)
         # One id per call: a per-client random prefix plus a counter (cheaper than uuid4 per call), <= 40 chars.
         self._id_prefix = uuid.uuid4().hex[:24]
         self._ids = itertools.count(1)
         self._describe = f"POST {self._url.with_query(None)}"
+        if isinstance(max_event_bytes, bool) or not isinstance(max_event_bytes, int) or max_event_bytes < 1:
+            raise ConfigurationError(f"max_event_bytes must be a whole number >= 1, got {max_event_bytes!r}")
+        self._max_event_bytes = max_event_bytes
 
     # --- public ----------------------------------------------------------------------------------------
 
@@ -166,35 +175,61 @@ class AsyncChatClient:
             APIConnectionError: the endpoint could not be reached (after retries).
             ResponseFormatError: a 2xx body that is not the formatter's shape.
         """
-        common = {
-            "temperature": temperature,
-            "top_p": top_p,
-            "max_tokens": max_tokens,
-            "stop": stop,
-            "seed": seed,
-            "tools": tools,
-            "tool_choice": tool_choice,
-            "response_format": response_format,
-            "presence_penalty": presence_penalty,
-            "frequency_penalty": frequency_penalty,
-        }
+        body, headers, call_timeout = self._prepare(
+            messages, _common(locals()), model_params, timeout, deployment, extra_headers, stream=False
+        )
+        return await self._send(body, headers, call_timeout)
+
+    def stream(
+        self,
+        messages: Iterable[Message | Mapping[str, Any]],
+        *,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
+        stop: str | list[str] | None = None,
+        seed: int | None = None,
+        tools: list[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
+        timeout: float | Timeout | None = None,
+        deployment: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        **model_params: Any,
+    ) -> AsyncChatStream:
+        """Send a conversation and stream the answer as :class:`ChatChunk` objects.
+
+        Use it as ``async with client.stream(messages) as stream: async for chunk in stream: ...``; after the
+        last chunk, ``stream.final_response()`` is the aggregated :class:`ChatResponse`. The arguments are
+        those of :meth:`chat`; invalid ones raise here, before anything is sent. Opening the stream is retried
+        like a call; a failure after that raises :class:`StreamError`. A route that cannot stream (classic
+        ``/score``) yields the whole answer as one chunk.
+        """
         config = self._config
         route = config.endpoint.route
-        formatter = config.formatter
-        checked = messages_from_input(messages)
-        params = merge_params(config.model_kwargs, common, model_params)
-        body = _encode(formatter.build_request(route, checked, params, stream=False))
-        headers = self._request_headers(deployment, extra_headers)
-        call_timeout = self._call_timeout(timeout)
+        streams = route in config.formatter.streaming_routes
+        body, headers, call_timeout = self._prepare(
+            messages, _common(locals()), model_params, timeout, deployment, extra_headers, stream=streams
+        )
         transport = self._transport
 
-        async def attempt() -> RawResponse:
-            return await transport.post(self._url, body, headers, call_timeout)
+        async def open_stream() -> aiohttp.ClientResponse:
+            return await transport.open_stream(self._url, body, headers, call_timeout)
 
-        raw = await config.retry.call(attempt, describe=self._describe)
-        response = formatter.parse_response(route, decode_json(raw.body, formatter.name))
-        request_id = raw.headers.get("x-request-id") or headers["x-ms-client-request-id"]
-        return _with_request_id(response, request_id)
+        async def opener() -> aiohttp.ClientResponse | ChatResponse:
+            if not streams:
+                return await self._send(body, headers, call_timeout)
+            return await config.retry.call(open_stream, describe=self._describe)
+
+        return AsyncChatStream(
+            opener,
+            formatter=config.formatter,
+            route=route,
+            request_id=headers["x-ms-client-request-id"],
+            max_event_bytes=self._max_event_bytes,
+        )
 
     async def aclose(self) -> None:
         """Close the connection pool (a ``session=`` you passed in stays open). Safe to call twice."""
@@ -220,7 +255,44 @@ class AsyncChatClient:
 
     # --- per call -------------------------------------------------------------------------------------
 
-    def _request_headers(self, deployment: str | None, extra_headers: Mapping[str, str] | None) -> dict[str, str]:
+    def _prepare(
+        self,
+        messages: Iterable[Message | Mapping[str, Any]],
+        common: Mapping[str, Any],
+        model_params: Mapping[str, Any],
+        timeout: float | Timeout | None,
+        deployment: str | None,
+        extra_headers: Mapping[str, str] | None,
+        *,
+        stream: bool,
+    ) -> tuple[bytes, dict[str, str], Timeout]:
+        """Check everything a call was given and build its body, headers and timeout (nothing is sent)."""
+        config = self._config
+        checked = messages_from_input(messages)
+        params = merge_params(config.model_kwargs, common, model_params)
+        body = encode_json(
+            config.formatter.build_request(config.endpoint.route, checked, params, stream=stream)
+        )
+        return body, self._request_headers(deployment, extra_headers), self._call_timeout(timeout)
+
+    async def _send(self, body: bytes, headers: dict[str, str], timeout: Timeout) -> ChatResponse:
+        config = self._config
+        transport = self._transport
+
+        async def attempt() -> RawResponse:
+            return await transport.post(self._url, body, headers, timeout)
+
+        raw = await config.retry.call(attempt, describe=self._describe)
+        response = config.formatter.parse_response(
+            config.endpoint.route, decode_json(raw.body, config.formatter.name)
+        )
+        return attrs.evolve(
+            response, request_id=raw.headers.get("x-request-id") or headers["x-ms-client-request-id"]
+        )
+
+    def _request_headers(
+        self, deployment: str | None, extra_headers: Mapping[str, str] | None
+    ) -> dict[str, str]:
         headers = dict(self._headers)
         headers["x-ms-client-request-id"] = f"{self._id_prefix}-{next(self._ids):x}"
         chosen = deployment if deployment is not None else self._config.deployment
@@ -270,31 +342,20 @@ def _auth_headers(key: Secret, mode: str) -> dict[str, str]:
     return headers
 
 
-def _encode(body: Mapping[str, Any]) -> bytes:
-    # Built as data and encoded once: text arrives exactly as given (no hand escaping, unlike LangChain).
-    try:
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequestError(f"the request cannot be encoded as JSON: {exc}") from None
+_COMMON_PARAMS = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stop",
+    "seed",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "presence_penalty",
+    "frequency_penalty",
+)
 
 
-def decode_json(raw: bytes, formatter: str) -> Any:
-    """Parse a 2xx body; a JSON string that itself holds JSON (custom ``score.py``) is decoded twice."""
-    try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        text = raw[:300].decode("utf-8", errors="replace")
-        hint = "the endpoint returned HTML; check the URL" if text.lstrip().startswith("<") else "not valid JSON"
-        raise ResponseFormatError(f"2xx response body is {hint}", formatter=formatter, excerpt=text) from None
-    if isinstance(value, str):
-        stripped = value.lstrip()
-        if stripped.startswith(("{", "[")):
-            try:
-                return json.loads(value)
-            except ValueError:
-                pass
-    return value
-
-
-def _with_request_id(response: ChatResponse, request_id: str) -> ChatResponse:
-    return attrs.evolve(response, request_id=request_id)
+def _common(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The common model parameters out of a ``chat``/``stream`` call's arguments."""
+    return {name: arguments[name] for name in _COMMON_PARAMS}

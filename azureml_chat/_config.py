@@ -8,7 +8,7 @@ import os
 import re
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Literal, TypeAlias
 
@@ -63,7 +63,9 @@ def _check_seconds(value: float | None, name: str) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value <= 0:
-        raise ConfigurationError(f"timeout {name} must be a positive number of seconds or None, got {value!r}")
+        raise ConfigurationError(
+            f"timeout {name} must be a positive number of seconds or None, got {value!r}"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -128,7 +130,9 @@ def resolve_endpoint(url: str, endpoint_type: str | None) -> Endpoint:
     kind = _endpoint_type(endpoint_type)
     parts = urllib.parse.urlsplit(url.strip())
     if parts.scheme.lower() not in ("http", "https"):
-        raise ConfigurationError(f"endpoint_url must start with https:// (or http:// for a local server), got {url!r}")
+        raise ConfigurationError(
+            f"endpoint_url must start with https:// (or http:// for a local server), got {url!r}"
+        )
     host = (parts.hostname or "").lower()
     if not host:
         raise ConfigurationError(f"endpoint_url has no host: {url!r}")
@@ -174,7 +178,8 @@ def _proxy_for(endpoint: Endpoint) -> str | None:
     scheme = urllib.parse.urlsplit(endpoint.url).scheme
     proxies = urllib.request.getproxies_environment()
     proxy = proxies.get(scheme)
-    if proxy and not urllib.request.proxy_bypass_environment(endpoint.host, proxies):
+    bypass: Callable[[str, dict[str, str]], bool] = getattr(urllib.request, "proxy_bypass_environment")  # noqa: B009 (missing from typeshed)
+    if proxy and not bypass(endpoint.host, proxies):
         return proxy
     return None
 
@@ -190,7 +195,11 @@ def check_headers(headers: Mapping[str, str] | None, what: str) -> dict[str, str
     """A copy of ``headers`` with every name and value checked (strings, no line breaks)."""
     checked: dict[str, str] = {}
     for name, value in (headers or {}).items():
-        if not isinstance(name, str) or not isinstance(value, str) or any(c in name + value for c in "\r\n\0"):
+        if (
+            not isinstance(name, str)
+            or not isinstance(value, str)
+            or any(c in name + value for c in "\r\n\0")
+        ):
             raise ConfigurationError(f"{what}: header names and values must be strings without line breaks")
         checked[name.lower()] = value
     return checked
@@ -250,8 +259,10 @@ def build_config(
             "(or pass allow_insecure_http=True if you really mean it)"
         )
 
-    family = formatter if isinstance(formatter, ContentFormatter) else get_formatter(
-        formatter or ("llama" if endpoint.route is Route.SCORE else "openai")
+    family = (
+        formatter
+        if isinstance(formatter, ContentFormatter)
+        else get_formatter(formatter or ("llama" if endpoint.route is Route.SCORE else "openai"))
     )
     if endpoint.route not in family.routes:
         raise ConfigurationError(
@@ -267,7 +278,9 @@ def build_config(
         try:
             timeout = float(env_timeout) if env_timeout else Timeout()
         except ValueError:
-            raise ConfigurationError(f"{ENV_TIMEOUT} must be a number of seconds, got {env_timeout!r}") from None
+            raise ConfigurationError(
+                f"{ENV_TIMEOUT} must be a number of seconds, got {env_timeout!r}"
+            ) from None
     if auth_header not in ("bearer", "api-key", "both"):
         raise ConfigurationError(f"auth_header must be 'bearer', 'api-key' or 'both', got {auth_header!r}")
     extra = check_headers(headers, "headers")
@@ -282,7 +295,9 @@ def build_config(
     if retry is not None and max_retries is not None:
         retry = attrs.evolve(retry, max_retries=max_retries)
     try:
-        policy = retry or RetryPolicy(max_retries=_defaults.MAX_RETRIES if max_retries is None else max_retries)
+        policy = retry or RetryPolicy(
+            max_retries=_defaults.MAX_RETRIES if max_retries is None else max_retries
+        )
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
     connections = _defaults.MAX_CONNECTIONS if max_connections is None else max_connections

@@ -7,6 +7,7 @@ tag of the message union (``_serialization.py``), so it is never dropped from th
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any, ClassVar, Literal, TypeAlias
 
 import attrs
@@ -22,6 +23,10 @@ __all__ = [
     "ToolMessage",
     "UserMessage",
 ]
+
+
+def _tuple_of_calls(value: Iterable[ToolCall]) -> tuple[ToolCall, ...]:
+    return tuple(value)
 
 
 def _tuple_of_parts(value: Any) -> Any:
@@ -90,7 +95,7 @@ class AssistantMessage:
 
     role: ClassVar[str] = "assistant"
     content: str | None = None
-    tool_calls: tuple[ToolCall, ...] = attrs.field(default=(), kw_only=True, converter=tuple)
+    tool_calls: tuple[ToolCall, ...] = attrs.field(default=(), kw_only=True, converter=_tuple_of_calls)
     name: str | None = attrs.field(default=None, kw_only=True)
 
 

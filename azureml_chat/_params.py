@@ -20,7 +20,9 @@ _TOOL_CHOICES = ("none", "auto", "required")
 _RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 
 
-def merge_params(model_kwargs: Mapping[str, Any], common: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def merge_params(
+    model_kwargs: Mapping[str, Any], common: Mapping[str, Any], extra: Mapping[str, Any]
+) -> dict[str, Any]:
     """``model_kwargs``, overridden by the common keywords that were given, overridden by other keywords.
 
     Returns a new dict every call, so nothing a call passes can leak into the next one.
@@ -88,9 +90,9 @@ def _check_tools(value: Any) -> list[Any]:
 def _check_tool_choice(value: Any) -> None:
     if value in _TOOL_CHOICES:
         return
-    if isinstance(value, Mapping) and isinstance(value.get("function"), Mapping):
-        if isinstance(value["function"].get("name"), str):
-            return
+    function = value.get("function") if isinstance(value, Mapping) else None
+    if isinstance(function, Mapping) and isinstance(function.get("name"), str):
+        return
     raise InvalidRequestError(
         f"tool_choice must be one of {', '.join(_TOOL_CHOICES)} or "
         f'{{"type": "function", "function": {{"name": "..."}}}}, got {value!r}'
@@ -103,4 +105,6 @@ def _check_response_format(value: Any) -> None:
             f'response_format must be {{"type": "text" | "json_object" | "json_schema", ...}}, got {value!r}'
         )
     if value["type"] == "json_schema" and not isinstance(value.get("json_schema"), Mapping):
-        raise InvalidRequestError('response_format json_schema needs {"json_schema": {"name": ..., "schema": {...}}}')
+        raise InvalidRequestError(
+            'response_format json_schema needs {"json_schema": {"name": ..., "schema": {...}}}'
+        )

@@ -90,7 +90,7 @@ def _structure_user_content(value: Any, _: Any) -> str | tuple[ContentPart, ...]
 
 converter.register_unstructure_hook(TextPart, _unstructure_part)
 converter.register_unstructure_hook(ImagePart, _unstructure_part)
-converter.register_structure_hook(ContentPart, _structure_part)  # type: ignore[arg-type]
+converter.register_structure_hook(ContentPart, _structure_part)
 
 
 # --- tool calls: {"id", "type": "function", "function": {"name", "arguments"}} ---------------------------
@@ -128,21 +128,16 @@ converter.register_structure_hook(ToolCall, _structure_tool_call)
 # --- messages ------------------------------------------------------------------------------------------
 
 for _cls in _MESSAGE_CLASSES.values():
+    # An assistant message that only calls tools still says "content": null, as OpenAI does.
+    _overrides: dict[str, Any] = (
+        {"content": override(omit_if_default=False)} if _cls is AssistantMessage else {}
+    )
     converter.register_unstructure_hook(
-        _cls,
-        make_dict_unstructure_fn(
-            _cls,
-            converter,
-            _cattrs_omit_if_default=True,
-            # An assistant message that only calls tools still says "content": null, as OpenAI does.
-            **({"content": override(omit_if_default=False)} if _cls is AssistantMessage else {}),
-        ),
+        _cls, make_dict_unstructure_fn(_cls, converter, _cattrs_omit_if_default=True, **_overrides)
     )
 converter.register_structure_hook(
     UserMessage,
-    make_dict_structure_fn(
-        UserMessage, converter, content=override(struct_hook=_structure_user_content)
-    ),
+    make_dict_structure_fn(UserMessage, converter, content=override(struct_hook=_structure_user_content)),
 )
 
 
@@ -242,7 +237,9 @@ def _check_message(message: Message, index: int) -> None:
             raise InvalidRequestError(f"{where}.content must be a string or a list of parts")
     elif not isinstance(message.content, str):
         raise InvalidRequestError(f"{where}.content must be a string")
-    if isinstance(message, ToolMessage) and not (isinstance(message.tool_call_id, str) and message.tool_call_id):
+    if isinstance(message, ToolMessage) and not (
+        isinstance(message.tool_call_id, str) and message.tool_call_id
+    ):
         raise InvalidRequestError(f"{where}.tool_call_id must be a non-empty string")
 
 

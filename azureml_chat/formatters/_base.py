@@ -79,7 +79,9 @@ class ContentFormatter:
 
     def reject(self, route: Route, feature: str) -> InvalidRequestError:
         """An :class:`InvalidRequestError` for a feature this family cannot carry on ``route``."""
-        other = "an OpenAI-compatible route (/v1/chat/completions)" if route is Route.SCORE else "another route"
+        other = (
+            "an OpenAI-compatible route (/v1/chat/completions)" if route is Route.SCORE else "another route"
+        )
         return InvalidRequestError(
             f"{feature} cannot be sent to the {self.name!r} formatter's {route.value} schema; use {other}"
         )

@@ -14,7 +14,9 @@ from ._base import ContentFormatter, Route
 __all__ = ["OpenAIFormatter", "build_chat_completions", "parse_chat_chunk", "parse_chat_completion"]
 
 
-def build_chat_completions(messages: Sequence[Message], params: Mapping[str, Any], *, stream: bool) -> dict[str, Any]:
+def build_chat_completions(
+    messages: Sequence[Message], params: Mapping[str, Any], *, stream: bool
+) -> dict[str, Any]:
     """The chat-completions body: ``messages``, then every parameter at the top level."""
     body: dict[str, Any] = {"messages": messages_to_wire(messages), **params}
     if stream:

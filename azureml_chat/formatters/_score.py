@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from .._messages import AssistantMessage, ImagePart, Message, SystemMessage, TextPart, ToolMessage, UserMessage
+from .._messages import (
+    AssistantMessage,
+    ImagePart,
+    Message,
+    SystemMessage,
+    TextPart,
+    ToolMessage,
+    UserMessage,
+)
 from .._responses import ChatChunk, ChatResponse
 from .._serialization import messages_to_wire
 from ._base import ContentFormatter, Route
@@ -39,14 +47,21 @@ class LlamaFormatter(ContentFormatter):
             if name in params:
                 raise self.reject(route, f"the {name!r} parameter")
         for message in messages:
-            if isinstance(message, ToolMessage) or (isinstance(message, AssistantMessage) and message.tool_calls):
+            if isinstance(message, ToolMessage) or (
+                isinstance(message, AssistantMessage) and message.tool_calls
+            ):
                 raise self.reject(route, "a tool-calling conversation")
             if isinstance(message, UserMessage) and any(isinstance(p, ImagePart) for p in message.content):
                 raise self.reject(route, "an image part")
         parameters = {_SCORE_RENAMES.get(key, key): value for key, value in params.items()}
         if "max_new_tokens" in params and "max_tokens" in params:
             parameters["max_new_tokens"] = params["max_new_tokens"]
-        return {"input_data": {"input_string": messages_to_wire(_flatten_text(messages)), "parameters": parameters}}
+        return {
+            "input_data": {
+                "input_string": messages_to_wire(_flatten_text(messages)),
+                "parameters": parameters,
+            }
+        }
 
     def parse_response(self, route: Route, body: Any) -> ChatResponse:
         if route is Route.CHAT_COMPLETIONS:

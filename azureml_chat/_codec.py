@@ -1,0 +1,39 @@
+"""JSON in and out: built as data and encoded once, so text arrives exactly as given (no hand escaping)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ._errors import InvalidRequestError, ResponseFormatError
+
+__all__ = ["decode_json", "encode_json"]
+
+
+def encode_json(body: Mapping[str, Any]) -> bytes:
+    """The request body as compact UTF-8 JSON."""
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequestError(f"the request cannot be encoded as JSON: {exc}") from None
+
+
+def decode_json(raw: bytes, formatter: str) -> Any:
+    """Parse a 2xx body; a JSON string that itself holds JSON (custom ``score.py``) is decoded twice."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        text = raw[:300].decode("utf-8", errors="replace")
+        hint = (
+            "the endpoint returned HTML; check the URL" if text.lstrip().startswith("<") else "not valid JSON"
+        )
+        raise ResponseFormatError(f"2xx response body is {hint}", formatter=formatter, excerpt=text) from None
+    if isinstance(value, str):
+        stripped = value.lstrip()
+        if stripped.startswith(("{", "[")):
+            try:
+                return json.loads(value)
+            except ValueError:
+                pass
+    return value

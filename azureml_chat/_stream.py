@@ -1,0 +1,248 @@
+"""``AsyncChatStream``: an async iterator of :class:`ChatChunk` that always releases its connection.
+
+Opening the stream (send, check the status) is retried like any call; once a chunk may have reached the
+caller nothing is retried, and any failure is a :class:`StreamError`. The HTTP response is released on
+exhaustion, ``break`` (through ``async with`` or garbage collection), an error, cancellation and
+:meth:`AsyncChatStream.aclose`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+
+from ._codec import decode_json
+from ._errors import StreamError, error_message
+from ._messages import AssistantMessage, ToolCall
+from ._responses import ChatChunk, ChatResponse, ToolCallDelta, Usage
+from ._sse import SSEDecoder
+from .formatters import ContentFormatter, Route
+
+__all__ = ["AsyncChatStream", "StreamAccumulator"]
+
+Opener = Callable[[], Awaitable["aiohttp.ClientResponse | ChatResponse"]]
+
+
+class StreamAccumulator:
+    """Folds chunks into the :class:`ChatResponse` a non-streaming call would have returned."""
+
+    def __init__(self) -> None:
+        self._text: list[str] = []
+        self._calls: dict[int, list[Any]] = {}  # index -> [id, name, [argument pieces]]
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self.model: str | None = None
+        self.id: str | None = None
+
+    def add(self, chunk: ChatChunk) -> None:
+        if chunk.content:
+            self._text.append(chunk.content)
+        for delta in chunk.tool_calls:
+            self._add_call(delta)
+        if chunk.finish_reason is not None:
+            self.finish_reason = chunk.finish_reason
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        self.model = self.model or chunk.model
+        self.id = self.id or chunk.id
+
+    def _add_call(self, delta: ToolCallDelta) -> None:
+        # id and name arrive only in the first piece of each index; keying by index keeps parallel calls apart.
+        call = self._calls.setdefault(delta.index, [None, None, []])
+        call[0] = call[0] or delta.id
+        call[1] = call[1] or delta.name
+        call[2].append(delta.arguments)
+
+    def response(self, *, request_id: str | None, raw: Any = None) -> ChatResponse:
+        calls = tuple(
+            ToolCall(id=call_id or f"call_{index}", name=name or "", arguments="".join(pieces))
+            for index, (call_id, name, pieces) in sorted(self._calls.items())
+        )
+        content = "".join(self._text) if self._text or not calls else None
+        return ChatResponse(
+            message=AssistantMessage(content, tool_calls=calls),
+            finish_reason=self.finish_reason,
+            usage=self.usage,
+            model=self.model,
+            id=self.id,
+            request_id=request_id,
+            raw=raw,
+        )
+
+
+def chunk_from_response(response: ChatResponse) -> ChatChunk:
+    """The whole answer as one chunk, for routes that cannot stream."""
+    deltas = tuple(
+        ToolCallDelta(index=index, id=call.id, name=call.name, arguments=call.arguments)
+        for index, call in enumerate(response.tool_calls)
+    )
+    return ChatChunk(
+        content=response.content,
+        finish_reason=response.finish_reason,
+        usage=response.usage,
+        tool_calls=deltas,
+        role="assistant",
+        model=response.model,
+        id=response.id,
+        raw=response.raw,
+    )
+
+
+class AsyncChatStream:
+    """The chunks of one streamed answer. Use ``async with client.stream(...) as stream: async for ...``.
+
+    After the last chunk, :meth:`final_response` gives the aggregated :class:`ChatResponse`.
+    """
+
+    def __init__(
+        self,
+        opener: Opener,
+        *,
+        formatter: ContentFormatter,
+        route: Route,
+        request_id: str,
+        max_event_bytes: int,
+    ) -> None:
+        self._opener = opener
+        self._formatter = formatter
+        self._route = route
+        self._request_id = request_id
+        self._decoder = SSEDecoder(max_event_bytes=max_event_bytes)
+        self._response: aiohttp.ClientResponse | None = None
+        self._ready: deque[ChatChunk] = deque()
+        self._accumulator = StreamAccumulator()
+        self._opened = False
+        self._finished = False
+        self._closed = False
+
+    @property
+    def request_id(self) -> str:
+        """The server's ``x-request-id`` once the stream is open, else our client request id."""
+        return self._request_id
+
+    def final_response(self) -> ChatResponse:
+        """The whole answer, aggregated from every chunk (content joined, tool calls reassembled, usage).
+
+        Raises:
+            RuntimeError: if the stream has not been read to its end.
+        """
+        if not self._finished:
+            raise RuntimeError("the stream is not finished: read it to the end before final_response()")
+        return self._accumulator.response(request_id=self._request_id)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> ChatChunk:
+        while not self._ready:
+            if self._finished or self._closed:
+                raise StopAsyncIteration
+            try:
+                if not self._opened:
+                    await self._open()
+                else:
+                    await self._read_more()
+            except BaseException:
+                self._release(drop=True)
+                raise
+        chunk = self._ready.popleft()
+        self._accumulator.add(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        """Stop reading and release the connection. Safe to call at any time, and twice."""
+        self.release_now()
+
+    def release_now(self) -> None:
+        """:meth:`aclose` without the ``await``, for callers that cannot await (it does no I/O)."""
+        self._closed = True
+        self._release(drop=not self._finished)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        # Synchronous and idempotent: a stream dropped after `break` without `async with` gives its socket back.
+        response = self.__dict__.get("_response")
+        if response is not None:
+            response.close()
+
+    # --- internals ---------------------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        opened = await self._opener()
+        self._opened = True
+        if isinstance(opened, ChatResponse):
+            # The route cannot stream (classic /score): the whole answer is one chunk.
+            self._request_id = opened.request_id or self._request_id
+            self._ready.append(chunk_from_response(opened))
+            self._finished = True
+            return
+        self._response = opened
+        self._request_id = opened.headers.get("x-request-id") or self._request_id
+        if not opened.content_type.startswith("text/event-stream"):
+            await self._read_whole_json(opened)
+
+    async def _read_whole_json(self, response: aiohttp.ClientResponse) -> None:
+        # Some servers ignore "stream": true and answer with one JSON body; stream it as one chunk.
+        try:
+            body = await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise StreamError(f"the connection broke while reading the answer: {exc!r}") from exc
+        parsed = self._formatter.parse_response(self._route, decode_json(body, self._formatter.name))
+        self._ready.append(chunk_from_response(parsed))
+        self._finish()
+
+    async def _read_more(self) -> None:
+        assert self._response is not None
+        try:
+            piece = await self._response.content.readany()
+        except aiohttp.ServerTimeoutError as exc:
+            raise StreamError(f"no stream event within the read timeout: {exc}") from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise StreamError(f"the connection broke mid-stream: {type(exc).__name__}: {exc}") from exc
+        if not piece:
+            self._decoder.close()
+            raise StreamError("the stream ended without [DONE]: the answer may be truncated")
+        for event in self._decoder.feed(piece):
+            if event.data == "[DONE]":
+                self._finish()
+                return
+            data = _load_event(event.data)
+            if event.event == "error":
+                raise StreamError(
+                    f"the endpoint reported an error mid-stream: {error_message(data) or data!r:.500}"
+                )
+            chunk = self._formatter.parse_chunk(self._route, data)
+            if chunk is not None:
+                self._ready.append(chunk)
+
+    def _finish(self) -> None:
+        self._finished = True
+        self._release(drop=False)
+
+    def _release(self, *, drop: bool) -> None:
+        response, self._response = self._response, None
+        if response is not None:
+            # close() drops a connection whose body was not read to the end; release() returns a clean one.
+            if drop:
+                response.close()
+            else:
+                response.release()
+
+
+def _load_event(data: str) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise StreamError(f"a stream event is not JSON: {data[:200]!r}") from None
