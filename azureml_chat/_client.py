@@ -6,18 +6,19 @@ import itertools
 import platform
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import aiohttp
 import attrs
 from yarl import URL
 
 from . import _defaults
+from ._auth import DEFAULT_SCOPE, TokenProvider
 from ._codec import decode_json, encode_json
 from ._config import ClientConfig, Secret, Timeout, build_config, check_header_token, check_headers
-from ._errors import ConfigurationError, InvalidRequestError
+from ._errors import AuthenticationError, ConfigurationError, InvalidRequestError
 from ._messages import Message
 from ._params import merge_params
 from ._responses import ChatResponse
@@ -29,6 +30,8 @@ from ._version import __version__
 from .formatters import ContentFormatter
 
 __all__ = ["AsyncChatClient"]
+
+T = TypeVar("T")
 
 _USER_AGENT = f"azureml-chat/{__version__} python/{platform.python_version()} aiohttp/{aiohttp.__version__}"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9-]{1,40}$")
@@ -52,7 +55,9 @@ class AsyncChatClient:
         timeout: seconds per attempt, or a :class:`Timeout`. Default: ``AZUREML_TIMEOUT``, else ``Timeout()``.
         max_retries: retries after the first attempt (default 2).
         model_kwargs: default model parameters, merged under each call's parameters (copied, never mutated).
-        credential: an Entra ID credential instead of (or as well as) a key.
+        credential: an Entra ID credential instead of a key: an azure-identity (Async)TokenCredential, or a
+            callable (sync or async) returning a token string or an object with ``token``/``expires_on``.
+            Tokens are cached until shortly before expiry; a 401 refreshes the token and retries once.
         headers: extra headers for every request.
         session: an ``aiohttp.ClientSession`` you own; the client then never closes it.
         retry: a full :class:`RetryPolicy` (backoff, caps); ``max_retries`` overrides its count.
@@ -61,6 +66,7 @@ class AsyncChatClient:
         max_connections: the connection pool size.
         allow_insecure_http: allow sending the key over ``http://`` to a host that is not this machine.
         max_event_bytes: the largest stream event accepted (a bigger one is a :class:`StreamError`).
+        credential_scope: the scope tokens are requested for.
     """
 
     def __init__(
@@ -83,6 +89,7 @@ class AsyncChatClient:
         max_connections: int | None = None,
         allow_insecure_http: bool = False,
         max_event_bytes: int = _defaults.MAX_SSE_EVENT_BYTES,
+        credential_scope: str = DEFAULT_SCOPE,
     ) -> None:
         self._config: ClientConfig = build_config(
             endpoint_url=endpoint_url,
@@ -101,9 +108,8 @@ class AsyncChatClient:
             max_connections=max_connections,
             allow_insecure_http=allow_insecure_http,
         )
-        if credential is not None:
-            raise ConfigurationError("credential= (Entra ID) is not supported yet; pass api_key=")
         config = self._config
+        self._auth = TokenProvider(credential, credential_scope) if credential is not None else None
         self._url = URL(config.endpoint.url)
         self._transport = Transport(
             max_connections=config.max_connections, proxy=config.proxy, session=session
@@ -216,12 +222,12 @@ class AsyncChatClient:
         transport = self._transport
 
         async def open_stream() -> aiohttp.ClientResponse:
-            return await transport.open_stream(self._url, body, headers, call_timeout)
+            return await transport.open_stream(self._url, body, await self._authorized(headers), call_timeout)
 
         async def opener() -> aiohttp.ClientResponse | ChatResponse:
             if not streams:
                 return await self._send(body, headers, call_timeout)
-            return await config.retry.call(open_stream, describe=self._describe)
+            return await config.retry.call(self._refreshing_on_401(open_stream), describe=self._describe)
 
         return AsyncChatStream(
             opener,
@@ -280,9 +286,9 @@ class AsyncChatClient:
         transport = self._transport
 
         async def attempt() -> RawResponse:
-            return await transport.post(self._url, body, headers, timeout)
+            return await transport.post(self._url, body, await self._authorized(headers), timeout)
 
-        raw = await config.retry.call(attempt, describe=self._describe)
+        raw = await config.retry.call(self._refreshing_on_401(attempt), describe=self._describe)
         response = config.formatter.parse_response(
             config.endpoint.route, decode_json(raw.body, config.formatter.name)
         )
@@ -309,6 +315,26 @@ class AsyncChatClient:
             if not _REQUEST_ID.match(headers["x-ms-client-request-id"]):
                 raise InvalidRequestError("x-ms-client-request-id must be 1-40 letters, digits or '-'")
         return headers
+
+    async def _authorized(self, headers: dict[str, str]) -> dict[str, str]:
+        if self._auth is not None and "authorization" not in headers:
+            return {**headers, "authorization": f"Bearer {await self._auth.token()}"}
+        return headers
+
+    def _refreshing_on_401(self, attempt: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+        """``attempt``, retried once with a fresh token when a credential's token was rejected."""
+        auth = self._auth
+        if auth is None:
+            return attempt
+
+        async def with_refresh() -> T:
+            try:
+                return await attempt()
+            except AuthenticationError:
+                auth.invalidate()
+                return await attempt()
+
+        return with_refresh
 
     def _call_timeout(self, timeout: float | Timeout | None) -> Timeout:
         if timeout is None:

@@ -131,7 +131,7 @@ class AsyncChatStream:
         Raises:
             RuntimeError: if the stream has not been read to its end.
         """
-        if not self._finished:
+        if not self._finished or self._ready:
             raise RuntimeError("the stream is not finished: read it to the end before final_response()")
         return self._accumulator.response(request_id=self._request_id)
 
@@ -139,6 +139,8 @@ class AsyncChatStream:
         return self
 
     async def __anext__(self) -> ChatChunk:
+        if self._closed:
+            raise StopAsyncIteration
         while not self._ready:
             if self._finished or self._closed:
                 raise StopAsyncIteration

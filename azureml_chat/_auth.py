@@ -1,0 +1,84 @@
+"""Bearer tokens from an Entra ID credential (or any callable), cached and refreshed ahead of expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from typing import Any
+
+from ._errors import ConfigurationError
+
+__all__ = ["DEFAULT_SCOPE", "TokenProvider"]
+
+# The audience of Azure ML online endpoints (azure_protocol.md 1.2).
+DEFAULT_SCOPE = "https://ml.azure.com/.default"
+# Refresh this long before a token expires, so a call never leaves with a token that dies in flight.
+_REFRESH_MARGIN = 300.0
+
+
+class TokenProvider:
+    """Turns a credential into bearer tokens.
+
+    Accepted: an azure-identity ``AsyncTokenCredential`` (awaited) or ``TokenCredential`` (called in a worker
+    thread, off the loop); or any callable, sync or async, returning a token string or an object with
+    ``token`` and ``expires_on`` (epoch seconds). Tokens with an expiry are reused until five minutes
+    before it; a bare string is reused until :meth:`invalidate` (the client calls it after a 401).
+    Concurrent callers share one refresh.
+    """
+
+    def __init__(self, credential: Any, scope: str = DEFAULT_SCOPE) -> None:
+        if not (callable(credential) or callable(getattr(credential, "get_token", None))):
+            raise ConfigurationError(
+                "credential must be an azure-identity credential (with get_token) or a callable returning a token"
+            )
+        self._credential = credential
+        self._scope = scope
+        self._token: str | None = None
+        self._refresh_at = 0.0
+        self._lock: asyncio.Lock | None = None
+
+    async def token(self) -> str:
+        """A valid token, fetched only when the cached one is missing or near its expiry."""
+        if self._token is not None and time.time() < self._refresh_at:
+            return self._token
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._token is None or time.time() >= self._refresh_at:
+                self._token, self._refresh_at = await self._fetch()
+            return self._token
+
+    def invalidate(self) -> None:
+        """Forget the cached token (after the endpoint rejected it)."""
+        self._token = None
+        self._refresh_at = 0.0
+
+    async def _fetch(self) -> tuple[str, float]:
+        get_token = getattr(self._credential, "get_token", None)
+        if callable(get_token):
+            if inspect.iscoroutinefunction(get_token):
+                result = await get_token(self._scope)
+            else:
+                result = await asyncio.to_thread(get_token, self._scope)
+        elif inspect.iscoroutinefunction(self._credential):
+            result = await self._credential()
+        else:
+            result = await asyncio.to_thread(self._credential)
+            if inspect.isawaitable(result):
+                result = await result
+        return _parse_token(result)
+
+
+def _parse_token(result: Any) -> tuple[str, float]:
+    if isinstance(result, str) and result:
+        return result, float("inf")
+    token = getattr(result, "token", None)
+    if isinstance(token, str) and token:
+        expires_on = getattr(result, "expires_on", None)
+        if isinstance(expires_on, (int, float)) and not isinstance(expires_on, bool):
+            return token, float(expires_on) - _REFRESH_MARGIN
+        return token, float("inf")
+    raise ConfigurationError(
+        f"the credential returned {type(result).__name__}, not a token string or an object with .token"
+    )
