@@ -81,7 +81,7 @@ class SSEDecoder:
         self._max = max_event_bytes
         # The line read so far: everything after the last line end.
         self._buf = bytearray()
-        # Until three bytes have arrived a BOM cannot be ruled out, so they are held back.
+        # The first bytes are held back while they could still be the start of a BOM.
         self._at_start = True
         # The previous chunk ended with "\r": a "\n" opening the next one belongs to that line end.
         self._skip_lf = False
