@@ -72,7 +72,7 @@ class AsyncChatClient:
     def __init__(
         self,
         endpoint_url: str | None = None,
-        api_key: str | None = None,
+        api_key: str | Secret | None = None,
         *,
         endpoint_type: str | None = None,
         formatter: str | ContentFormatter | None = None,
@@ -108,7 +108,14 @@ class AsyncChatClient:
             max_connections=max_connections,
             allow_insecure_http=allow_insecure_http,
         )
+        # What this client was built from (minus a caller's session), so adapters can build siblings of it.
+        self._options: dict[str, Any] = {
+            name: value
+            for name, value in locals().items()
+            if name not in ("self", "session") and name in _OPTION_NAMES
+        }
         config = self._config
+        self._options["api_key"] = config.api_key  # held masked, like the config's copy
         self._auth = TokenProvider(credential, credential_scope) if credential is not None else None
         self._url = URL(config.endpoint.url)
         self._transport = Transport(
@@ -236,6 +243,16 @@ class AsyncChatClient:
             request_id=headers["x-ms-client-request-id"],
             max_event_bytes=self._max_event_bytes,
         )
+
+    def to_langchain(self, **kwargs: Any) -> Any:
+        """A LangChain chat model (``azureml_chat.langchain.AzureMLChatModel``) backed by this client.
+
+        ``kwargs`` are model fields (for example default call parameters). Needs the ``langchain`` extra.
+
+        Raises:
+            ImportError: when langchain-core is not installed, naming the extra to install.
+        """
+        return _langchain_module().AzureMLChatModel.from_client(self, **kwargs)
 
     async def aclose(self) -> None:
         """Close the connection pool (a ``session=`` you passed in stays open). Safe to call twice."""
@@ -366,6 +383,42 @@ def _auth_headers(key: Secret, mode: str) -> dict[str, str]:
     if mode in ("api-key", "both"):
         headers["api-key"] = value
     return headers
+
+
+_OPTION_NAMES = frozenset(
+    (
+        "endpoint_url",
+        "api_key",
+        "endpoint_type",
+        "formatter",
+        "deployment",
+        "timeout",
+        "max_retries",
+        "model_kwargs",
+        "credential",
+        "headers",
+        "retry",
+        "auth_header",
+        "extra_parameters",
+        "max_connections",
+        "allow_insecure_http",
+        "max_event_bytes",
+        "credential_scope",
+    )
+)
+
+
+def _langchain_module() -> Any:
+    """``azureml_chat.langchain``, imported only when asked for (the core never needs langchain-core)."""
+    try:
+        import langchain_core  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            'to_langchain() needs langchain-core: pip install "azureml-chat[langchain]"', name=exc.name
+        ) from exc
+    from . import langchain
+
+    return langchain
 
 
 _COMMON_PARAMS = (

@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from ._client import AsyncChatClient
+from ._client import AsyncChatClient, _langchain_module
 from ._errors import ConfigurationError
 from ._messages import Message
 from ._responses import ChatChunk, ChatResponse
@@ -133,6 +133,11 @@ class Client:
         """Stream the answer; see :meth:`AsyncChatClient.stream`. Use ``with client.stream(...) as s:``."""
         loop_thread = self._loop()
         return ChatStream(self._async.stream(messages, **params), loop_thread)
+
+    def to_langchain(self, **kwargs: Any) -> Any:
+        """A LangChain chat model backed by a client with this one's settings; see
+        :meth:`AsyncChatClient.to_langchain`."""
+        return _langchain_module().AzureMLChatModel.from_client(self, **kwargs)
 
     def close(self) -> None:
         """Close the connection pool and stop the loop thread. Safe to call twice."""

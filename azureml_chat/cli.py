@@ -1,0 +1,201 @@
+"""The ``azureml-chat`` command: ``demo``, ``emulator`` and ``chat``.
+
+A user mistake (bad URL, missing key, 401, unknown deployment) prints one line and exits non-zero; it never
+shows a traceback. Exit codes: 0 success, 1 a failed call or bad configuration, 2 bad arguments, 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn, TextIO
+
+from . import __version__
+from ._client import AsyncChatClient
+from ._errors import AzureMLChatError
+from ._messages import AssistantMessage, Message, SystemMessage, UserMessage
+
+__all__ = ["main"]
+
+DEMO_SYSTEM = "You are the azureml-chat demo assistant. Be brief."
+DEMO_TURNS = ("Hi! What is this?", "How do I point it at my own endpoint?")
+DEMO_REPLIES = [
+    "Hi! You are talking to the azureml-chat emulator: a real local server that speaks the Azure ML "
+    "/score and OpenAI-compatible dialects, so this demo needs no Azure account.",
+    "Pass your scoring URL and key: AsyncChatClient(endpoint_url, api_key), or set AZUREML_ENDPOINT_URL "
+    "and AZUREML_ENDPOINT_API_KEY and run `azureml-chat chat`.",
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not argparse's usage block: the mistake and where to look.
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="azureml-chat", description="Chat with Azure ML online endpoints, or with a local emulator."
+    )
+    parser.add_argument("--version", action="version", version=f"azureml-chat {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("demo", help="run a streamed conversation against an embedded emulator")
+
+    emulator = commands.add_parser("emulator", help="serve the emulator until Ctrl-C")
+    emulator.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    emulator.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    emulator.add_argument(
+        "--key", default="emulator-key", help="the key clients must send (default: emulator-key)"
+    )
+    emulator.add_argument("--family", default="llama", help="the /score family: llama, mistral or openai")
+    emulator.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="inject a fault, e.g. 'status=503,times=2'",
+    )
+
+    chat = commands.add_parser("chat", help="one prompt (streamed), or an interactive session with no prompt")
+    chat.add_argument("prompt", nargs="?", help="the prompt; omit for an interactive session")
+    chat.add_argument("--url", help="endpoint URL (default: $AZUREML_ENDPOINT_URL)")
+    chat.add_argument("--key", help="endpoint key (default: $AZUREML_ENDPOINT_API_KEY)")
+    chat.add_argument("--deployment", help="deployment name (default: $AZUREML_DEPLOYMENT_NAME)")
+    chat.add_argument("--endpoint-type", choices=("dedicated", "realtime", "serverless"))
+    chat.add_argument("--formatter", help="model family (see azureml_chat.available_formatters())")
+    chat.add_argument("--system", help="a system message to start with")
+    chat.add_argument("--max-tokens", type=int)
+    chat.add_argument("--temperature", type=float)
+    chat.add_argument("--timeout", type=float, help="seconds per attempt")
+    chat.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
+    chat.add_argument("--json", action="store_true", help="print one JSON object per answer")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            return asyncio.run(_demo(sys.stdout))
+        if args.command == "emulator":
+            return _serve(args)
+        return asyncio.run(_chat(args, sys.stdin, sys.stdout))
+    except AzureMLChatError as exc:
+        print(f"azureml-chat: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+
+
+async def _stream_turn(
+    client: AsyncChatClient,
+    history: list[Message],
+    out: TextIO,
+    *,
+    stream: bool,
+    as_json: bool,
+    **params: Any,
+) -> None:
+    """Ask for the next answer, print it, and append it to ``history``."""
+    if stream:
+        async with client.stream(history, **params) as answer:
+            async for chunk in answer:
+                if chunk.content and not as_json:
+                    out.write(chunk.content)
+                    out.flush()
+        response = answer.final_response()
+    else:
+        response = await client.chat(history, **params)
+        if not as_json:
+            out.write(response.content or "")
+    if as_json:
+        out.write(
+            json.dumps(
+                _summary(response.content, response.finish_reason, response.usage, response.request_id)
+            )
+        )
+    out.write("\n")
+    history.append(AssistantMessage(response.content or "", tool_calls=response.tool_calls))
+
+
+def _summary(
+    content: str | None, finish_reason: str | None, usage: Any, request_id: str | None
+) -> dict[str, Any]:
+    counts = None if usage is None else {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens}
+    return {"content": content, "finish_reason": finish_reason, "usage": counts, "request_id": request_id}
+
+
+async def _demo(out: TextIO) -> int:
+    from .emulator import Deployment, Emulator
+
+    deployment = Deployment("demo", family="openai", model="emulated-chat", replies=DEMO_REPLIES)
+    async with Emulator(key="demo-key", deployments=[deployment]) as emulator:
+        out.write(
+            f"azureml-chat {__version__} demo: emulator on {emulator.url} (no Azure account needed)\n\n"
+        )
+        async with AsyncChatClient(emulator.chat_url, emulator.key) as client:
+            history: list[Message] = [SystemMessage(DEMO_SYSTEM)]
+            out.write(f"system: {DEMO_SYSTEM}\n")
+            for turn in DEMO_TURNS:
+                history.append(UserMessage(turn))
+                out.write(f"user: {turn}\nassistant: ")
+                await _stream_turn(client, history, out, stream=True, as_json=False)
+        out.write(f"\n{len(emulator.requests)} streamed requests served; try `azureml-chat emulator` next.\n")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .emulator import serve
+
+    serve(host=args.host, port=args.port, key=args.key, family=args.family, faults=args.fault)
+    return 0
+
+
+async def _chat(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
+    params = {
+        name: value
+        for name, value in (("max_tokens", args.max_tokens), ("temperature", args.temperature))
+        if value is not None
+    }
+    async with AsyncChatClient(
+        args.url,
+        args.key,
+        deployment=args.deployment,
+        endpoint_type=args.endpoint_type,
+        formatter=args.formatter,
+        timeout=args.timeout,
+    ) as client:
+        history: list[Message] = [SystemMessage(args.system)] if args.system else []
+        stream = not args.no_stream
+        if args.prompt is not None:
+            history.append(UserMessage(args.prompt))
+            await _stream_turn(client, history, out, stream=stream, as_json=args.json, **params)
+            return 0
+        interactive = stdin.isatty()
+        while True:
+            if interactive:
+                out.write("you> ")
+                out.flush()
+            line = stdin.readline()
+            if not line:
+                return 0
+            if not line.strip():
+                continue
+            history.append(UserMessage(line.rstrip("\n")))
+            try:
+                await _stream_turn(client, history, out, stream=stream, as_json=args.json, **params)
+            except AzureMLChatError as exc:
+                history.pop()
+                print(f"azureml-chat: error: {exc}", file=sys.stderr)
+                if not interactive:
+                    return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
