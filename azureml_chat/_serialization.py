@@ -184,7 +184,7 @@ def messages_from_input(messages: Iterable[Message | Mapping[str, Any]]) -> tupl
 
 def _structure_message(item: Mapping[str, Any], index: int) -> Message:
     role = item.get("role")
-    if role not in _MESSAGE_CLASSES:
+    if not isinstance(role, str) or role not in _MESSAGE_CLASSES:
         known = ", ".join(sorted(_MESSAGE_CLASSES))
         raise InvalidRequestError(f"messages[{index}].role must be one of {known}, got {role!r}")
     cls = _MESSAGE_CLASSES[role]
