@@ -100,6 +100,7 @@ async def _stream_turn(
     *,
     stream: bool,
     as_json: bool,
+    details: bool = False,
     **params: Any,
 ) -> None:
     """Ask for the next answer, print it, and append it to ``history``."""
@@ -121,6 +122,12 @@ async def _stream_turn(
             )
         )
     out.write("\n")
+    if details:
+        usage = response.usage
+        tokens = (
+            f", {usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens" if usage else ""
+        )
+        out.write(f"  [finish: {response.finish_reason}{tokens}, request id {response.request_id}]\n")
     history.append(AssistantMessage(response.content or "", tool_calls=response.tool_calls))
 
 
@@ -145,7 +152,7 @@ async def _demo(out: TextIO) -> int:
             for turn in DEMO_TURNS:
                 history.append(UserMessage(turn))
                 out.write(f"user: {turn}\nassistant: ")
-                await _stream_turn(client, history, out, stream=True, as_json=False)
+                await _stream_turn(client, history, out, stream=True, as_json=False, details=True)
         out.write(f"\n{len(emulator.requests)} streamed requests served; try `azureml-chat emulator` next.\n")
     return 0
 
