@@ -158,9 +158,13 @@ async def _demo(out: TextIO) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .emulator import serve
+    from .emulator import EmulatorError, serve
 
-    serve(host=args.host, port=args.port, key=args.key, family=args.family, faults=args.fault)
+    try:
+        serve(host=args.host, port=args.port, key=args.key, family=args.family, faults=args.fault)
+    except (EmulatorError, ValueError) as exc:  # a taken port, an unknown family, a bad fault spec
+        print(f"azureml-chat: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
