@@ -1,0 +1,54 @@
+"""An Azure ML online endpoint on loopback, for demos and tests: ``azureml_chat.emulator``.
+
+A real ``aiohttp.web`` server that speaks both dialects of Azure ML online endpoints:
+
+- ``POST /score`` in the deployment's family (``llama`` chat schema by default; ``mistral``; ``openai``
+  for vLLM-style deployments; ``gpt2``, ``hf``, ``dolly`` text generation);
+- ``POST /v1/chat/completions``, ``/chat/completions``, ``/models/chat/completions`` (OpenAI-compatible,
+  SSE streaming with a usage chunk and ``[DONE]``, tool calls, ``response_format``), ``?api-version=`` ignored;
+- ``GET /info`` (and ``/models/info``).
+
+It checks the key like Azure's front end (``Authorization: Bearer <key>`` or ``api-key: <key>``), routes the
+``azureml-model-deployment`` header among named deployments, answers deterministically (``"You said: <text>"``
+or scripted replies; ``max_tokens`` / ``max_new_tokens`` count whitespace-separated words), injects faults
+(see :class:`Fault` for the spec grammar) and records every request.
+
+Example::
+
+    from azureml_chat.emulator import Deployment, Emulator
+
+    async with Emulator(key="test-key", deployments=[Deployment("blue")]) as emu:
+        emu.add_fault("status=503,times=2")      # the next two requests get a 503
+        ...                                      # call emu.score_url / emu.chat_url with emu.key
+        assert [r.status for r in emu.requests] == [503, 503, 200]
+
+Per request, a fault can also be asked for with the ``x-emulator-fault: <spec>`` header or a
+``[[fault:<spec>]]`` control word in the last user message (removed before the echo).
+
+This package is a leaf: nothing in the core imports it.
+"""
+
+from ._deployments import FAMILIES, Deployment
+from ._errors import EmulatorError, FaultSpecError, PortInUseError
+from ._faults import Fault, parse_faults
+from ._records import RecordedRequest
+from ._runner import EmulatorThread, serve
+from ._server import CHAT_PATHS, DEPLOYMENT_HEADER, FAULT_HEADER, INFO_PATHS, Emulator
+
+__all__ = [
+    "CHAT_PATHS",
+    "DEPLOYMENT_HEADER",
+    "FAMILIES",
+    "FAULT_HEADER",
+    "INFO_PATHS",
+    "Deployment",
+    "Emulator",
+    "EmulatorError",
+    "EmulatorThread",
+    "Fault",
+    "FaultSpecError",
+    "PortInUseError",
+    "RecordedRequest",
+    "parse_faults",
+    "serve",
+]
