@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterable
 
 from .._errors import ConfigurationError
+from .._serialization import messages_to_wire
 from ._base import ContentFormatter, Route
 from ._openai import OpenAIFormatter
 from ._score import LlamaFormatter, MistralFormatter
@@ -30,6 +31,7 @@ __all__ = [
     "Route",
     "available_formatters",
     "get_formatter",
+    "messages_to_wire",
     "register_formatter",
 ]
 
