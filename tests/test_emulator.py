@@ -906,6 +906,14 @@ async def test_on_request_sees_each_record(http: aiohttp.ClientSession) -> None:
     assert [200, 400] == seen
 
 
+async def test_the_log_keeps_the_latest_max_records(http: aiohttp.ClientSession) -> None:
+    """With max_records=N only the latest N requests are kept."""
+    async with Emulator(max_records=2) as emu:
+        for word in ("one", "two", "three"):
+            await post(http, emu.chat_url, chat(word))
+        assert [chat("two"), chat("three")] == [record.body for record in emu.requests]
+
+
 # -- lifecycle --------------------------------------------------------------------------------------------
 
 

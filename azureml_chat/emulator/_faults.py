@@ -89,7 +89,7 @@ def _check(condition: bool, message: str) -> None:
         raise FaultSpecError(message)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Fault:
     """One injected misbehaviour; see the module docstring for the spec grammar.
 

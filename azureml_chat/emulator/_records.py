@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -61,11 +62,21 @@ class RecordedRequest:
 
 
 class RequestLog:
-    """A thread-safe list of :class:`RecordedRequest`; the server appends, tests read from any thread."""
+    """A thread-safe, bounded list of :class:`RecordedRequest`; the server appends, tests read from any thread.
 
-    def __init__(self, on_record: Callable[[RecordedRequest], None] | None = None) -> None:
+    Args:
+        max_records: how many records to keep; the oldest go first (``None``: keep all). The bound is what
+            keeps a long-running emulator (the CLI, a soak test) from growing without end.
+        on_record: called with each record as it is added.
+    """
+
+    def __init__(
+        self, max_records: int | None = None, on_record: Callable[[RecordedRequest], None] | None = None
+    ) -> None:
+        if max_records is not None and max_records < 0:
+            raise ValueError(f"max_records must not be negative, got {max_records}")
         self._lock = threading.Lock()
-        self._records: list[RecordedRequest] = []
+        self._records: deque[RecordedRequest] = deque(maxlen=max_records)
         self._on_record = on_record
 
     def append(self, record: RecordedRequest) -> None:

@@ -43,6 +43,9 @@ _CLIENT_REQUEST_ID = "x-ms-client-request-id"
 _EXCHANGE = "azureml_chat.emulator.exchange"
 # Bodies with base64 images run to megabytes; aiohttp's default 1 MiB limit would turn them into 413s.
 _MAX_BODY = 64 * 1024 * 1024
+# Enough for any functional test to see all its requests, small enough (tens of MB at most) that a soak test
+# or a CLI emulator left running for days does not grow without bound.
+DEFAULT_MAX_RECORDS = 10_000
 # Open streams get this long to finish when the emulator stops; tests should not wait aiohttp's default 60 s.
 _SHUTDOWN_TIMEOUT = 1.0
 # The Azure ML front end keeps only these characters of x-ms-client-request-id, and 40 of them (section 1.7).
@@ -76,6 +79,7 @@ class Emulator:
         host: the address to bind.
         port: the port to bind; 0 picks a free one.
         on_request: called with each :class:`RecordedRequest` as it is recorded (on the server's loop).
+        max_records: how many recorded requests to keep, the oldest dropped first (``None``: all).
 
     Example::
 
@@ -93,6 +97,7 @@ class Emulator:
         host: str = "127.0.0.1",
         port: int = 0,
         on_request: Callable[[RecordedRequest], None] | None = None,
+        max_records: int | None = DEFAULT_MAX_RECORDS,
     ) -> None:
         if key is not None and (not isinstance(key, str) or not key):
             raise ValueError("key must be a non-empty string, or None to accept any request")
@@ -110,7 +115,7 @@ class Emulator:
         self._lock = threading.Lock()
         self._schedules = {d.name: FaultSchedule(d.faults) for d in deployed}
         self._replies_used = dict.fromkeys(self._deployments, 0)
-        self._log = RequestLog(on_request)
+        self._log = RequestLog(max_records, on_request)
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None
 
@@ -175,7 +180,7 @@ class Emulator:
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        """The requests received so far, oldest first (a copy; auth headers redacted)."""
+        """The requests received so far (at most ``max_records``), oldest first; a copy, auth headers redacted."""
         return self._log.snapshot()
 
     def clear(self) -> None:
