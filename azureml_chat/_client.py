@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import platform
 import re
@@ -416,9 +417,7 @@ def _langchain_module() -> Any:
         raise ImportError(
             'to_langchain() needs langchain-core: pip install "azureml-chat[langchain]"', name=exc.name
         ) from exc
-    from . import langchain
-
-    return langchain
+    return importlib.import_module("azureml_chat.langchain")
 
 
 _COMMON_PARAMS = (
