@@ -236,10 +236,19 @@ async def test_load_with_injected_faults(emulator: Emulator, calls: int, concurr
                     assert f"call {index}" in (response.content or "")
                     outcomes["ok"] += 1
 
+        started = time.monotonic()
         await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(calls))), timeout=300)
-        assert 0 == acquired(client)
+        elapsed = time.monotonic() - started
+        open_after = acquired(client)
+    rss_delta = rss_bytes() - rss_before
+    statuses = Counter(record.status for record in emulator.requests)
+    print(  # the figures docs/reliability.md quotes (run with -s)
+        f"\nload: {calls} calls at c={concurrency} in {elapsed:.1f} s; requests {dict(statuses)}; "
+        f"outcomes {dict(outcomes)}; open connections after: {open_after}; RSS delta {rss_delta / 2**20:.1f} MiB"
+    )
+    assert 0 == open_after
     assert {"ok": calls - len(doomed), "InternalServerError": len(doomed)} == dict(outcomes)
-    assert rss_bytes() - rss_before < 64 * 1024 * 1024
+    assert rss_delta < 64 * 1024 * 1024
 
 
 @pytest.mark.slow
@@ -255,7 +264,11 @@ async def test_soak_memory_stays_flat(emulator: Emulator) -> None:
         await asyncio.gather(*(one() for _ in range(50_000)))
         middle = rss_bytes()
         await asyncio.gather(*(one() for _ in range(50_000)))
-        assert rss_bytes() - middle < 16 * 1024 * 1024
+        growth = rss_bytes() - middle
+    print(
+        f"\nsoak: 100000 calls; RSS after 50000: {middle / 2**20:.1f} MiB; growth over the next 50000: {growth / 2**20:.2f} MiB"
+    )
+    assert growth < 16 * 1024 * 1024
 
 
 # --- cancellation ----------------------------------------------------------------------------------------
@@ -376,6 +389,10 @@ async def test_rate_limit_storm(emulator: Emulator, calls: int, retry_after: flo
         results = await asyncio.gather(*(client.chat([UserMessage(f"storm {i}")]) for i in range(calls)))
     assert calls == sum(1 for r in results if r.content)
     times = sorted(record.time for record in emulator.requests if record.status == 429)
+    per_window = Counter(int((t - times[0]) / retry_after) for t in times)
+    print(
+        f"\nstorm: {calls} calls, Retry-After {retry_after} s; 429s per Retry-After window: {dict(per_window)}"
+    )
     assert calls * 2 == len(times)
     # While limited, the endpoint sees no more than one request per call per Retry-After window (+ slack).
     window_start = times[0]
