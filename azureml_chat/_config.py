@@ -62,9 +62,16 @@ class Secret:
 def _check_seconds(value: float | None, name: str) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value <= 0:
+    # inf is refused too: aiohttp rounds deadlines with math.ceil, which raises OverflowError on it (use None).
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        what = f"timeout {name}" if name else "timeout"
         raise ConfigurationError(
-            f"timeout {name} must be a positive number of seconds or None, got {value!r}"
+            f"{what} must be a positive, finite number of seconds or None, got {value!r}"
         )
 
 
@@ -276,10 +283,11 @@ def build_config(
     if timeout is None:
         env_timeout = env.get(ENV_TIMEOUT)
         try:
-            timeout = float(env_timeout) if env_timeout else Timeout()
+            # Checked here (not at the final coerce) so that a bad value names the variable it came from.
+            timeout = Timeout.coerce(float(env_timeout)) if env_timeout else Timeout()
         except ValueError:
             raise ConfigurationError(
-                f"{ENV_TIMEOUT} must be a number of seconds, got {env_timeout!r}"
+                f"{ENV_TIMEOUT} must be a positive number of seconds, got {env_timeout!r}"
             ) from None
     if auth_header not in ("bearer", "api-key", "both"):
         raise ConfigurationError(f"auth_header must be 'bearer', 'api-key' or 'both', got {auth_header!r}")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
 
 from . import _defaults
 
@@ -284,18 +283,31 @@ def error_message(body: object) -> str | None:
     return None
 
 
-def make_status_error(status: int, headers: Mapping[str, str], raw_body: bytes) -> APIStatusError:
-    """Build the typed error for a non-2xx response (pure: no I/O)."""
+def make_status_error(
+    status: int, headers: Mapping[str, str], raw_body: bytes, *, sent_request_id: str | None = None
+) -> APIStatusError:
+    """Build the typed error for a non-2xx response (pure: no I/O).
+
+    ``request_id`` is the server's ``x-request-id``, else its echo of our ``x-ms-client-request-id``, else
+    ``sent_request_id`` (the id we sent), so every error can be traced.
+    """
     body = decode_error_body(raw_body)
-    request_id = headers.get("x-request-id") or headers.get("x-ms-client-request-id")
+    request_id = headers.get("x-request-id") or headers.get("x-ms-client-request-id") or sent_request_id
     found = error_message(body)
     message = excerpt(found, 500) if found else f"HTTP {status}"
     if status == 424:
         inner = headers.get("ms-azureml-model-error-statuscode")
         reason = headers.get("ms-azureml-model-error-reason")
         if inner:
-            message = f"model container returned {inner}" + (f" ({reason})" if reason else "") + f": {message}"
+            message = (
+                f"model container returned {inner}" + (f" ({reason})" if reason else "") + f": {message}"
+            )
     hint = _HINTS.get(status)
+    if 300 <= status < 400:
+        hint = (
+            f"the endpoint redirected to {headers.get('location')!r}; use that URL "
+            "(redirects are not followed, so the key is never sent elsewhere)"
+        )
     if hint:
         message = f"{message} -- {hint}"
     cls = _STATUS_CLASSES.get(status, InternalServerError if status >= 500 else APIStatusError)

@@ -25,12 +25,18 @@ def merge_params(
 ) -> dict[str, Any]:
     """``model_kwargs``, overridden by the common keywords that were given, overridden by other keywords.
 
-    Returns a new dict every call, so nothing a call passes can leak into the next one.
+    Returns a new dict every call, so nothing a call passes can leak into the next one. A key set by a later
+    layer is moved to the end, so the dict's order says which layer set it last: a formatter that maps two
+    names onto one (``max_tokens`` and ``max_new_tokens`` on ``/score``) keeps the later one.
 
     Raises:
         InvalidRequestError: for a parameter of the wrong type, or one the client owns.
     """
-    params = {**model_kwargs, **{name: value for name, value in common.items() if value is not None}, **extra}
+    params = dict(model_kwargs)
+    for layer in ({name: value for name, value in common.items() if value is not None}, extra):
+        for name, value in layer.items():
+            params.pop(name, None)
+            params[name] = value
     for name in params.keys() & _RESERVED.keys():
         raise InvalidRequestError(f"{name!r} is not a model parameter: {_RESERVED[name]}")
     for name in _NUMBERS:

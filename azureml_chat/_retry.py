@@ -67,7 +67,9 @@ def _finite_float(raw: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def backoff(retries_taken: int, *, initial: float, cap: float, rng: Callable[[], float] = random.random) -> float:
+def backoff(
+    retries_taken: int, *, initial: float, cap: float, rng: Callable[[], float] = random.random
+) -> float:
     """Exponential backoff with full jitter.
 
     The wait before retry number ``n + 1`` (``n`` = ``retries_taken``, 0 for the first retry) is drawn
@@ -123,14 +125,24 @@ class RetryPolicy:
     """
 
     max_retries: int = attrs.field(default=_defaults.MAX_RETRIES)
-    initial_delay: float = _defaults.INITIAL_RETRY_DELAY
-    max_delay: float = _defaults.MAX_RETRY_DELAY
-    max_retry_after: float = _defaults.MAX_RETRY_AFTER
+    initial_delay: float = attrs.field(default=_defaults.INITIAL_RETRY_DELAY)
+    max_delay: float = attrs.field(default=_defaults.MAX_RETRY_DELAY)
+    max_retry_after: float = attrs.field(default=_defaults.MAX_RETRY_AFTER)
 
     @max_retries.validator
     def _check_max_retries(self, _: attrs.Attribute[int], value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"max_retries must be a whole number >= 0, got {value!r}")
+
+    @initial_delay.validator
+    @max_delay.validator
+    @max_retry_after.validator
+    def _check_seconds(self, attribute: attrs.Attribute[float], value: float) -> None:
+        # A NaN or negative cap would silently turn every server-demanded wait into "raise at once" or
+        # "always honour"; inf is allowed only for max_retry_after ("honour any demand").
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+        if not ok or (attribute.name != "max_retry_after" and not math.isfinite(value)):
+            raise ValueError(f"{attribute.name} must be a number of seconds >= 0, got {value!r}")
 
     def wait_for(self, exc: BaseException, retries_taken: int) -> float:
         """Seconds to sleep before the next attempt after ``exc``."""

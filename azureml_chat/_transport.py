@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 
 import aiohttp
 import attrs
@@ -31,8 +32,9 @@ class RawResponse:
     body: bytes
 
 
+@functools.lru_cache(maxsize=64)
 def client_timeout(timeout: Timeout) -> aiohttp.ClientTimeout:
-    """The aiohttp form of a :class:`Timeout` (``read`` is aiohttp's idle ``sock_read``)."""
+    """The aiohttp form of a :class:`Timeout` (``read`` is aiohttp's idle ``sock_read``), built once per value."""
     return aiohttp.ClientTimeout(total=timeout.total, connect=timeout.connect, sock_read=timeout.read)
 
 
@@ -57,7 +59,9 @@ class Transport:
         if self._closed:
             raise RuntimeError("this client is closed; create a new one")
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=_defaults.DNS_CACHE_TTL)
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, ttl_dns_cache=_defaults.DNS_CACHE_TTL
+            )
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
@@ -75,17 +79,28 @@ class Transport:
     async def post(self, url: URL, data: bytes, headers: Mapping[str, str], timeout: Timeout) -> RawResponse:
         """POST ``data`` and read the whole 2xx response.
 
+        Redirects are not followed: a scoring endpoint has no legitimate one, and following it could carry
+        the key (aiohttp strips ``Authorization`` across origins, not ``api-key``) to another host.
+
         Raises:
             APIStatusError: (a subclass of) for a non-2xx status, with the bounded error body.
             APIConnectionError, APITimeoutError: when the endpoint could not be reached or answered too slowly.
         """
         started = time.perf_counter()
-        async with _translated(url, timeout), self.session().post(
-            url, data=data, headers=headers, timeout=client_timeout(timeout), proxy=self._proxy
-        ) as response:
-            if response.status >= 300:
-                raise await _status_error(response)
-            body = await response.read()
+        try:
+            async with self.session().post(
+                url,
+                data=data,
+                headers=headers,
+                timeout=client_timeout(timeout),
+                proxy=self._proxy,
+                allow_redirects=False,
+            ) as response:
+                if response.status >= 300:
+                    raise await _status_error(response)
+                body = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _translate(exc, url, timeout) from exc
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "POST %s -> %d in %.1f ms (%d bytes, request id %s)",
@@ -101,42 +116,48 @@ class Transport:
         self, url: URL, data: bytes, headers: Mapping[str, str], timeout: Timeout
     ) -> aiohttp.ClientResponse:
         """POST ``data`` and return the open 2xx response; the caller must ``release()``/``close()`` it."""
-        async with _translated(url, timeout):
+        try:
             response = await self.session().post(
-                url, data=data, headers=headers, timeout=client_timeout(timeout), proxy=self._proxy
+                url,
+                data=data,
+                headers=headers,
+                timeout=client_timeout(timeout),
+                proxy=self._proxy,
+                allow_redirects=False,
             )
             if response.status >= 300:
                 try:
                     raise await _status_error(response)
                 finally:
                     response.release()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _translate(exc, url, timeout) from exc
         return response
 
 
 async def _status_error(response: aiohttp.ClientResponse) -> Exception:
     body = bytearray()
-    with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
         while len(body) < _defaults.MAX_ERROR_BODY:
             piece = await response.content.read(_defaults.MAX_ERROR_BODY - len(body))
             if not piece:
                 break
             body += piece
-    return make_status_error(response.status, response.headers, bytes(body))
+    sent_id = response.request_info.headers.get("x-ms-client-request-id")
+    return make_status_error(response.status, response.headers, bytes(body), sent_request_id=sent_id)
 
 
-@contextlib.asynccontextmanager
-async def _translated(url: URL, timeout: Timeout) -> AsyncIterator[None]:
-    """Re-raise aiohttp's and asyncio's failures as :class:`APIConnectionError` / :class:`APITimeoutError`."""
-    try:
-        yield
-    except aiohttp.ServerTimeoutError as exc:
+def _translate(exc: BaseException, url: URL, timeout: Timeout) -> APIConnectionError:
+    """aiohttp's and asyncio's failures as :class:`APIConnectionError` / :class:`APITimeoutError`."""
+    if isinstance(exc, aiohttp.ServerTimeoutError):
         which = "connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "read"
         limit = timeout.connect if which == "connect" else timeout.read
-        raise APITimeoutError(f"{which} timeout after {limit} s talking to {url.host}", url=str(url)) from exc
-    except asyncio.TimeoutError as exc:
-        raise APITimeoutError(f"total timeout after {timeout.total} s talking to {url.host}", url=str(url)) from exc
-    except aiohttp.ClientConnectorError as exc:
+        return APITimeoutError(f"{which} timeout after {limit} s talking to {url.host}", url=str(url))
+    if isinstance(exc, TimeoutError):
+        return APITimeoutError(f"total timeout after {timeout.total} s talking to {url.host}", url=str(url))
+    if isinstance(exc, aiohttp.ClientConnectorError):
         hint = " (is the endpoint URL still a placeholder?)" if "<" in (url.host or "") else ""
-        raise APIConnectionError(f"cannot connect to {url.host}:{url.port}: {exc.os_error}{hint}", url=str(url)) from exc
-    except aiohttp.ClientError as exc:
-        raise APIConnectionError(f"connection to {url.host} failed: {type(exc).__name__}: {exc}", url=str(url)) from exc
+        return APIConnectionError(
+            f"cannot connect to {url.host}:{url.port}: {exc.os_error}{hint}", url=str(url)
+        )
+    return APIConnectionError(f"connection to {url.host} failed: {type(exc).__name__}: {exc}", url=str(url))

@@ -71,10 +71,17 @@ class ContentFormatter:
 
     def shape_error(self, what: str, body: Any) -> ResponseFormatError:
         """A :class:`ResponseFormatError` for ``body``, with a hint at the family its shape suggests."""
+        from . import available_formatters  # the registry imports this module
+
         hint = suggest_family(body)
         message = f"unexpected response shape: {what}"
         if hint and hint != self.name:
-            message += f"; this looks like a {hint!r} response, try formatter={hint!r}"
+            if hint in available_formatters():
+                message += f"; this looks like a {hint!r} response, try formatter={hint!r}"
+            else:
+                message += (
+                    f"; this looks like {hint!r} text-generation output, which a chat formatter cannot read"
+                )
         return ResponseFormatError(message, formatter=self.name, excerpt=_excerpt(body))
 
     def reject(self, route: Route, feature: str) -> InvalidRequestError:

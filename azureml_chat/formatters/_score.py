@@ -53,9 +53,9 @@ class LlamaFormatter(ContentFormatter):
                 raise self.reject(route, "a tool-calling conversation")
             if isinstance(message, UserMessage) and any(isinstance(p, ImagePart) for p in message.content):
                 raise self.reject(route, "an image part")
+        # When both max_tokens and max_new_tokens are given, the later one wins: merge_params orders keys by
+        # the layer that set them, so a call's max_tokens beats a max_new_tokens left in model_kwargs.
         parameters = {_SCORE_RENAMES.get(key, key): value for key, value in params.items()}
-        if "max_new_tokens" in params and "max_tokens" in params:
-            parameters["max_new_tokens"] = params["max_new_tokens"]
         return {
             "input_data": {
                 "input_string": messages_to_wire(_flatten_text(messages)),
