@@ -220,8 +220,28 @@ def test_recorded_stream_random_pieces(at: list[int]) -> None:
 
 # Fragments that make field names, line ends, BOMs and broken UTF-8 likely; raw bytes for the rest.
 SSE_FRAGMENTS = st.sampled_from(
-    [b"data", b"data:", b"event:", b"id:", b"retry:", b":", b" ", b"\r", b"\n", b"\r\n", b"\n\n", b"x",
-     b"7", b"\x00", b"\xef\xbb\xbf", b"\xef", b"\xe4\xb8", b"\x96", b"\xff", "é世🎉".encode()]
+    [
+        b"data",
+        b"data:",
+        b"event:",
+        b"id:",
+        b"retry:",
+        b":",
+        b" ",
+        b"\r",
+        b"\n",
+        b"\r\n",
+        b"\n\n",
+        b"x",
+        b"7",
+        b"\x00",
+        b"\xef\xbb\xbf",
+        b"\xef",
+        b"\xe4\xb8",
+        b"\x96",
+        b"\xff",
+        "é世🎉".encode(),
+    ]
 )
 SSE_LIKE = st.lists(SSE_FRAGMENTS | st.binary(max_size=6), max_size=60).map(b"".join)
 
