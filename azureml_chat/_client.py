@@ -28,7 +28,7 @@ from ._serialization import messages_from_input
 from ._stream import AsyncChatStream
 from ._transport import RawResponse, Transport
 from ._version import __version__
-from .formatters import ContentFormatter
+from .formatters import ContentFormatter, Route
 
 __all__ = ["AsyncChatClient"]
 
@@ -147,6 +147,21 @@ class AsyncChatClient:
     def formatter(self) -> ContentFormatter:
         """The model family's formatter."""
         return self._config.formatter
+
+    @property
+    def route(self) -> Route:
+        """The dialect the endpoint URL speaks (``Route.SCORE`` or ``Route.CHAT_COMPLETIONS``)."""
+        return self._config.endpoint.route
+
+    @property
+    def deployment(self) -> str | None:
+        """The client-wide deployment (sent as ``azureml-model-deployment``), if any."""
+        return self._config.deployment
+
+    @property
+    def timeout(self) -> Timeout:
+        """The client-wide timeout of one attempt."""
+        return self._config.timeout
 
     @property
     def closed(self) -> bool:

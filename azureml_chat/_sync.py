@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from ._client import AsyncChatClient, _langchain_module
+from ._config import Secret
 from ._errors import ConfigurationError
 from ._messages import Message
 from ._responses import ChatChunk, ChatResponse
@@ -101,7 +102,9 @@ class Client:
     client's own event loop.
     """
 
-    def __init__(self, endpoint_url: str | None = None, api_key: str | None = None, **options: Any) -> None:
+    def __init__(
+        self, endpoint_url: str | None = None, api_key: str | Secret | None = None, **options: Any
+    ) -> None:
         if options.get("session") is not None:
             raise ConfigurationError("Client does not take session=: it owns its loop; use AsyncChatClient")
         self._async = AsyncChatClient(endpoint_url, api_key, **options)

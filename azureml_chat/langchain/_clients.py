@@ -1,0 +1,188 @@
+"""The clients behind one LangChain model: an :class:`AsyncChatClient` per event loop, one sync ``Client``.
+
+An ``AsyncChatClient`` binds its aiohttp session to the loop it first runs in, and LangChain code meets many
+loops: ``asyncio.run`` per call, a fresh loop per test, Jupyter's, a web server's. So the pool keeps one
+client per loop. Each client it creates is closed when its loop shuts down: a started async generator
+is registered with the loop, and ``asyncio.run`` / ``asyncio.Runner`` (``loop.shutdown_asyncgens()``)
+close it, which runs its ``finally`` and closes the client. The same happens if the pool is garbage-collected
+while the loop still runs (asyncio's async-generator finalizer schedules the close on that loop). A loop
+that is closed without ``shutdown_asyncgens()`` cannot close anything, so its client's connections leak;
+``aclose()`` in that loop first avoids it.
+
+Clients passed in by the caller (``from_client``) are used, never closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+import weakref
+from collections.abc import AsyncGenerator, Callable, Mapping
+from typing import Any
+
+from .._client import AsyncChatClient
+from .._sync import Client
+
+__all__ = ["ClientPool"]
+
+# Closes scheduled on another loop, kept referenced until they finish (a pending task is only weakly held).
+_pending: set[concurrent.futures.Future[None]] = set()
+
+
+async def _close_at_loop_shutdown(
+    client: AsyncChatClient, forget: Callable[[], None]
+) -> AsyncGenerator[None, None]:
+    """Yields once and waits: closing this generator (loop shutdown, GC, :meth:`ClientPool.aclose`) closes
+    ``client``."""
+    try:
+        yield
+    finally:
+        forget()
+        await client.aclose()
+
+
+class _LoopClient:
+    """An owned client and the generator whose closing closes it."""
+
+    def __init__(self, client: AsyncChatClient, closer: AsyncGenerator[None, None]) -> None:
+        self.client = client
+        self.closer = closer
+
+
+class ClientPool:
+    """Hands out the right client for the calling context, creating (and later closing) siblings as needed.
+
+    Args:
+        options: the ``AsyncChatClient`` constructor arguments siblings are built from.
+        borrowed: a caller's ``AsyncChatClient`` (used on the loop it belongs to) or ``Client`` (used for
+            synchronous calls); the pool never closes it.
+    """
+
+    def __init__(
+        self, options: Mapping[str, Any], *, borrowed: AsyncChatClient | Client | None = None
+    ) -> None:
+        self._options = dict(options)
+        self._lock = threading.Lock()
+        self._owned: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
+        self._borrowed_async = borrowed if isinstance(borrowed, AsyncChatClient) else None
+        self._borrowed_loop: asyncio.AbstractEventLoop | None = None
+        self._sync: Client | None = borrowed if isinstance(borrowed, Client) else None
+        self._owns_sync = False
+        if self._borrowed_async is not None:
+            # A client handed over inside a running loop belongs to that loop; otherwise to the first loop
+            # the model runs in.
+            with contextlib.suppress(RuntimeError):
+                self._borrowed_loop = asyncio.get_running_loop()
+
+    async def async_client(self) -> AsyncChatClient:
+        """The client for the running loop (created on first use in that loop)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._borrowed_async is not None and self._borrowed_loop in (None, loop):
+                self._borrowed_loop = loop
+                return self._borrowed_async
+            owned = self._owned.get(loop)
+            if owned is not None:
+                return owned.client
+            client = AsyncChatClient(**self._options)
+            closer = _close_at_loop_shutdown(client, _forgetter(weakref.ref(self), loop, client))
+            self._owned[loop] = _LoopClient(client, closer)
+        # The first step registers the generator with the loop (asyncio's firstiter hook); it then waits at
+        # its ``yield`` until the loop shuts down or we close it.
+        await closer.__anext__()
+        return client
+
+    def sync_client(self) -> Client:
+        """The synchronous client (its own loop thread), created on first use."""
+        with self._lock:
+            if self._sync is None:
+                self._sync = Client(**self._options)
+                self._owns_sync = True
+            return self._sync
+
+    def close(self) -> None:
+        """Close the owned sync client now, and the owned async clients on their loops.
+
+        An async client whose loop is running (in this thread or another) is closed there as soon as that
+        loop gets control; one whose loop is idle is closed by running that loop briefly.
+        """
+        for loop, owned in self._take_owned():
+            _close_on(loop, owned.closer)
+        sync = self._take_sync()
+        if sync is not None:
+            sync.close()
+
+    async def aclose(self) -> None:
+        """Close what the pool owns: the running loop's client before returning, the others as in
+        :meth:`close`."""
+        current = asyncio.get_running_loop()
+        for loop, owned in self._take_owned():
+            if loop is current:
+                await owned.closer.aclose()
+            else:
+                _close_on(loop, owned.closer)
+        sync = self._take_sync()
+        if sync is not None:
+            # Client.close() joins its loop thread; keep that wait off this loop.
+            await asyncio.to_thread(sync.close)
+
+    def _forget(self, loop: asyncio.AbstractEventLoop, client: AsyncChatClient) -> None:
+        with self._lock:
+            owned = self._owned.get(loop)
+            if owned is not None and owned.client is client:
+                del self._owned[loop]
+
+    def _take_owned(self) -> list[tuple[asyncio.AbstractEventLoop, _LoopClient]]:
+        with self._lock:
+            owned = list(self._owned.items())
+            self._owned.clear()
+        return owned
+
+    def _take_sync(self) -> Client | None:
+        with self._lock:
+            sync = self._sync if self._owns_sync else None
+            if sync is not None:
+                self._sync, self._owns_sync = None, False
+        return sync
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ClientPool:
+        # A copied model gets its own connections; a borrowed client stays shared (it is the caller's).
+        borrowed = self._borrowed_async or (None if self._owns_sync else self._sync)
+        pool = ClientPool(self._options, borrowed=borrowed)
+        pool._borrowed_loop = self._borrowed_loop
+        return pool
+
+
+def _close_on(loop: asyncio.AbstractEventLoop, closer: AsyncGenerator[None, None]) -> None:
+    """Close ``closer`` (and so its client) on its own loop, without waiting when that loop is busy."""
+    if loop.is_closed():
+        return  # shut down already: shutdown_asyncgens() closed it
+    if loop.is_running():
+        future = asyncio.run_coroutine_threadsafe(_aclose(closer), loop)
+        _pending.add(future)
+        future.add_done_callback(_pending.discard)
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        loop.run_until_complete(_aclose(closer))
+    # else: another loop runs in this thread, so this idle one cannot be run here; the generator's finalizer
+    # closes the client when that loop next runs.
+
+
+def _forgetter(
+    pool: weakref.ref[ClientPool], loop: asyncio.AbstractEventLoop, client: AsyncChatClient
+) -> Callable[[], None]:
+    # A weak reference, so the generator does not keep the pool alive (the pool holds the generator).
+    def forget() -> None:
+        alive = pool()
+        if alive is not None:
+            alive._forget(loop, client)
+
+    return forget
+
+
+async def _aclose(closer: AsyncGenerator[None, None]) -> None:
+    await closer.aclose()
