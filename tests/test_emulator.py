@@ -1071,3 +1071,19 @@ async def test_stop_ends_an_open_stream(http: aiohttp.ClientSession) -> None:
         with pytest.raises(aiohttp.ClientPayloadError):
             await r.read()
     assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize(
+    ("schema", "text", "expected"),
+    [
+        ({"type": "integer"}, "what is magic_function(3)?", 3),
+        ({"type": "integer"}, "pi is 3.14, not 7", 7),
+        ({"type": "number"}, "add 2.5 and 4", 2.5),
+        ({"type": "integer", "minimum": 10}, "use 3", 10),
+        ({"type": "integer"}, "no digits here", 1),
+    ],
+    ids=["first-integer", "skips-decimals", "first-number", "raised-to-minimum", "default-1"],
+)
+def test_numbers_come_from_the_prompt(schema: dict[str, Any], text: str, expected: Any) -> None:
+    """Numeric tool arguments take the prompt's first number of the right kind, so tool loops can compute."""
+    assert expected == example_for_schema(schema, text)

@@ -2,8 +2,8 @@
 
 The unit suite builds models without I/O; the integration suite runs against the emulator's OpenAI route
 (``/v1/chat/completions``) on 127.0.0.1, served from a background thread so that sync and async tests share
-it. Capability flags say what the adapter really does; the few standard tests the emulator cannot satisfy
-(it does not read prompts) are marked ``xfail`` with the reason.
+it. Capability flags say what the adapter really does; the one standard test the emulator cannot satisfy
+(json mode asks for keys only a model reading the prompt would produce) is marked ``xfail`` with the reason.
 """
 
 from __future__ import annotations
@@ -107,12 +107,6 @@ def _local_download(url: str, **_: Any) -> httpx.Response:
     raise AssertionError(f"the standard suite tried to download {url}")
 
 
-_CANNOT_COMPUTE = (
-    "the emulator does not read prompts: it fills an integer tool argument with 1, so it cannot answer "
-    "magic_function(3) with {'input': 3} (tool calling itself is covered by the other tool tests)"
-)
-
-
 class TestAzureMLChatModelIntegration(_Capabilities, ChatModelIntegrationTests):
     """The standard integration suite against the emulator's OpenAI-compatible route."""
 
@@ -125,17 +119,6 @@ class TestAzureMLChatModelIntegration(_Capabilities, ChatModelIntegrationTests):
     def chat_model_params(self) -> dict[str, Any]:
         assert _emulator_url is not None, "the emulator fixture runs first"
         return {"endpoint_url": _emulator_url, "api_key": KEY}
-
-    @pytest.mark.xfail(reason=_CANNOT_COMPUTE, raises=AssertionError, strict=True)
-    @pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)
-    def test_tool_calling(self, model: BaseChatModel) -> None:
-        """The standard test, expected to fail only at its check of the computed argument."""
-        super().test_tool_calling(model)
-
-    @pytest.mark.xfail(reason=_CANNOT_COMPUTE, raises=AssertionError, strict=True)
-    async def test_tool_calling_async(self, model: BaseChatModel) -> None:
-        """The standard test, expected to fail only at its check of the computed argument."""
-        await super().test_tool_calling_async(model)
 
     @pytest.mark.xfail(
         reason="the emulator answers a json_object request with {'answer': <echo>}; it cannot follow the "

@@ -107,13 +107,18 @@ def apply_limits(text: str, *, stop: Sequence[str] = (), max_tokens: int | None 
     return text, "stop"
 
 
+_INTEGER = re.compile(r"(?<![\d.])-?\d+(?![\d.])")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
 def split_for_stream(text: str) -> list[str]:
     """The content deltas of a streamed answer: one word (with its trailing whitespace) each."""
     return _STREAM_PIECE.findall(text)
 
 
 def example_for_schema(schema: Any, text: str) -> Any:
-    """A value that satisfies a simple JSON schema: strings are ``text``, numbers 1, booleans true.
+    """A value that satisfies a simple JSON schema: strings are ``text``, numbers the first number in ``text``
+    (else 1, raised to ``minimum``), booleans true.
 
     Objects get their ``required`` properties (all properties when ``required`` is absent); ``const``,
     ``enum`` and ``default`` win over the type; ``anyOf``/``oneOf``/``allOf`` use their first branch;
@@ -157,12 +162,13 @@ def _example(schema: Any, text: str, root: Any, depth: int) -> Any:
         count = count if isinstance(count, int) and count > 1 else 1
         return [_example(schema.get("items", {}), text, root, depth + 1) for _ in range(count)]
     if kind in ("integer", "number"):
+        # The prompt's first number, so "what is magic_function(3)?" calls the tool with 3; else 1.
+        found = (_INTEGER if kind == "integer" else _NUMBER).search(text)
+        value: int | float = 1 if found is None else (int if kind == "integer" else float)(found.group())
         minimum = schema.get("minimum")
-        return (
-            minimum
-            if isinstance(minimum, int | float) and not isinstance(minimum, bool) and minimum > 1
-            else 1
-        )
+        if isinstance(minimum, int | float) and not isinstance(minimum, bool) and minimum > value:
+            return minimum
+        return value
     if kind == "boolean":
         return True
     if kind == "null":
