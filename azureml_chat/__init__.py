@@ -39,6 +39,7 @@ from ._messages import (
     ToolMessage,
     UserMessage,
 )
+from ._ratelimit import RateLimit
 from ._responses import ChatChunk, ChatResponse, ToolCallDelta, Usage
 from ._retry import RetryPolicy
 from ._stream import AsyncChatStream
@@ -70,6 +71,7 @@ __all__ = [
     "ModelError",
     "NotFoundError",
     "PermissionDeniedError",
+    "RateLimit",
     "RateLimitError",
     "RequestTimeoutError",
     "ResponseFormatError",

@@ -19,10 +19,11 @@ from . import _defaults
 from ._auth import DEFAULT_SCOPE, TokenProvider
 from ._codec import decode_json, encode_json
 from ._config import ClientConfig, Secret, Timeout, build_config, check_header_token, check_headers
-from ._errors import AuthenticationError, ConfigurationError, InvalidRequestError
+from ._errors import AuthenticationError, ConfigurationError, InvalidRequestError, RateLimitError
 from ._messages import Message
 from ._params import merge_params
-from ._responses import ChatResponse
+from ._ratelimit import RateLimit, RateLimiter, Ticket
+from ._responses import ChatResponse, Usage
 from ._retry import RetryPolicy
 from ._serialization import messages_from_input
 from ._stream import AsyncChatStream
@@ -68,6 +69,8 @@ class AsyncChatClient:
         allow_insecure_http: allow sending the key over ``http://`` to a host that is not this machine.
         max_event_bytes: the largest stream event accepted (a bigger one is a :class:`StreamError`).
         credential_scope: the scope tokens are requested for.
+        rate_limit: client-wide pacing (:class:`RateLimit`): by default a 429 with a wait starts one cooldown
+            for every call on the client; optional concurrency, requests-per-minute and tokens-per-minute limits.
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class AsyncChatClient:
         allow_insecure_http: bool = False,
         max_event_bytes: int = _defaults.MAX_SSE_EVENT_BYTES,
         credential_scope: str = DEFAULT_SCOPE,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         self._config: ClientConfig = build_config(
             endpoint_url=endpoint_url,
@@ -118,6 +122,9 @@ class AsyncChatClient:
         config = self._config
         self._options["api_key"] = config.api_key  # held masked, like the config's copy
         self._auth = TokenProvider(credential, credential_scope) if credential is not None else None
+        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+            raise ConfigurationError(f"rate_limit must be a RateLimit, got {type(rate_limit).__name__}")
+        self._limiter = RateLimiter(rate_limit or RateLimit())
         self._url = URL(config.endpoint.url)
         self._transport = Transport(
             max_connections=config.max_connections, proxy=config.proxy, session=session
@@ -242,15 +249,21 @@ class AsyncChatClient:
         body, headers, call_timeout = self._prepare(
             messages, _common(locals()), model_params, timeout, deployment, extra_headers, stream=streams
         )
-        transport = self._transport
-
-        async def open_stream() -> aiohttp.ClientResponse:
-            return await transport.open_stream(self._url, body, await self._authorized(headers), call_timeout)
+        limiter = self._limiter
+        ticket: Ticket | None = None
 
         async def opener() -> aiohttp.ClientResponse | ChatResponse:
+            nonlocal ticket
             if not streams:
                 return await self._send(body, headers, call_timeout)
-            return await config.retry.call(self._refreshing_on_401(open_stream), describe=self._describe)
+            response, ticket = await self._open_stream(body, headers, call_timeout)
+            return response
+
+        def on_release(usage: Usage | None) -> None:
+            if ticket is not None:
+                limiter.finish(ticket)
+            if usage is not None and streams:
+                limiter.charge(usage.total_tokens)
 
         return AsyncChatStream(
             opener,
@@ -258,6 +271,7 @@ class AsyncChatClient:
             route=route,
             request_id=headers["x-ms-client-request-id"],
             max_event_bytes=self._max_event_bytes,
+            on_release=on_release,
         )
 
     def to_langchain(self, **kwargs: Any) -> Any:
@@ -316,18 +330,58 @@ class AsyncChatClient:
 
     async def _send(self, body: bytes, headers: dict[str, str], timeout: Timeout) -> ChatResponse:
         config = self._config
-        transport = self._transport
-
-        async def attempt() -> RawResponse:
-            return await transport.post(self._url, body, await self._authorized(headers), timeout)
-
-        raw = await config.retry.call(self._refreshing_on_401(attempt), describe=self._describe)
+        raw = await self._post(body, headers, timeout)
         response = config.formatter.parse_response(
             config.endpoint.route, decode_json(raw.body, config.formatter.name)
         )
+        if response.usage is not None:
+            self._limiter.charge(response.usage.total_tokens)
         return attrs.evolve(
             response, request_id=raw.headers.get("x-request-id") or headers["x-ms-client-request-id"]
         )
+
+    async def _post(self, body: bytes, headers: dict[str, str], timeout: Timeout) -> RawResponse:
+        """POST with retries; each attempt is admitted by the rate limiter and carries a fresh token."""
+        transport = self._transport
+        limiter = self._limiter
+
+        async def attempt() -> RawResponse:
+            ticket = None if limiter.open else await limiter.admit()
+            try:
+                sent = headers if self._auth is None else await self._authorized(headers)
+                return await transport.post(self._url, body, sent, timeout)
+            except RateLimitError as exc:
+                limiter.throttled(exc.retry_after)
+                raise
+            finally:
+                if ticket is not None:
+                    limiter.finish(ticket)
+
+        return await self._config.retry.call(self._refreshing_on_401(attempt), describe=self._describe)
+
+    async def _open_stream(
+        self, body: bytes, headers: dict[str, str], timeout: Timeout
+    ) -> tuple[aiohttp.ClientResponse, Ticket | None]:
+        """Open a stream with retries; the admitting ticket stays with the stream until it is released."""
+        transport = self._transport
+        limiter = self._limiter
+
+        async def attempt() -> tuple[aiohttp.ClientResponse, Ticket | None]:
+            ticket = None if limiter.open else await limiter.admit()
+            try:
+                sent = headers if self._auth is None else await self._authorized(headers)
+                return await transport.open_stream(self._url, body, sent, timeout), ticket
+            except RateLimitError as exc:
+                limiter.throttled(exc.retry_after)
+                if ticket is not None:
+                    limiter.finish(ticket)
+                raise
+            except BaseException:
+                if ticket is not None:
+                    limiter.finish(ticket)
+                raise
+
+        return await self._config.retry.call(self._refreshing_on_401(attempt), describe=self._describe)
 
     def _request_headers(
         self, deployment: str | None, extra_headers: Mapping[str, str] | None
@@ -420,6 +474,7 @@ _OPTION_NAMES = frozenset(
         "allow_insecure_http",
         "max_event_bytes",
         "credential_scope",
+        "rate_limit",
     )
 )
 

@@ -107,8 +107,10 @@ class AsyncChatStream:
         route: Route,
         request_id: str,
         max_event_bytes: int,
+        on_release: Callable[[Usage | None], None] | None = None,
     ) -> None:
         self._opener = opener
+        self._on_release = on_release
         self._formatter = formatter
         self._route = route
         self._request_id = request_id
@@ -235,6 +237,9 @@ class AsyncChatStream:
 
     def _release(self, *, drop: bool) -> None:
         response, self._response = self._response, None
+        callback, self._on_release = self._on_release, None
+        if callback is not None and self._opened:
+            callback(self._accumulator.usage)
         if response is not None:
             # close() drops a connection whose body was not read to the end; release() returns a clean one.
             if drop:

@@ -25,6 +25,7 @@ from azureml_chat import (
     BadRequestError,
     InternalServerError,
     ModelError,
+    RateLimit,
     RateLimitError,
     RequestTimeoutError,
     ResponseFormatError,
@@ -389,24 +390,36 @@ async def _drain(client: AsyncChatClient) -> None:
 
 
 @pytest.mark.parametrize(
-    ("calls", "retry_after"),
-    [(256, 0.25), pytest.param(256, 1.0, marks=pytest.mark.slow)],
+    ("calls", "retry_after", "limited_for"),
+    [(256, 0.2, 0.7), pytest.param(256, 1.0, 3.5, marks=pytest.mark.slow)],
     ids=["short", "full"],
 )
-async def test_rate_limit_storm(emulator: Emulator, calls: int, retry_after: float) -> None:
-    """256 concurrent calls against an endpoint throttling with Retry-After: each call waits as told (at most
-    one request per call per Retry-After while limited), and every call finishes once the limit clears."""
-    emulator.add_fault(f"status=429,retry_after={retry_after},times={calls * 2}")
-    async with AsyncChatClient(emulator.chat_url, KEY, max_retries=3, max_connections=calls) as client:
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-cooldown", "per-call"])
+async def test_rate_limit_storm(
+    emulator: Emulator, calls: int, retry_after: float, limited_for: float, shared: bool
+) -> None:
+    """256 concurrent calls against an endpoint that throttles (429 + Retry-After) for a while: every call
+    finishes once it clears; with the shared cooldown the endpoint sees one probe per Retry-After window
+    instead of one request per call per window."""
+    emulator.add_fault(f"status=429,retry_after={retry_after}")
+    asyncio.get_running_loop().call_later(limited_for, emulator.clear_faults)
+    limit = RateLimit(shared_cooldown=shared)
+    max_retries = int(limited_for / retry_after) + 2  # enough for the call that probes every window
+    async with AsyncChatClient(
+        emulator.chat_url, KEY, max_retries=max_retries, max_connections=calls, rate_limit=limit
+    ) as client:
         results = await asyncio.gather(*(client.chat([UserMessage(f"storm {i}")]) for i in range(calls)))
     assert calls == sum(1 for r in results if r.content)
-    times = sorted(record.time for record in emulator.requests if record.status == 429)
-    per_window = Counter(int((t - times[0]) / retry_after) for t in times)
+    throttled = [record.time for record in emulator.requests if record.status == 429]
+    windows = Counter(int((t - throttled[0]) / retry_after) for t in throttled)
+    after_first = sum(count for window, count in windows.items() if window > 0)
     print(
-        f"\nstorm: {calls} calls, Retry-After {retry_after} s; 429s per Retry-After window: {dict(per_window)}"
+        f"\nstorm ({'shared cooldown' if shared else 'per-call retries'}): {calls} calls, Retry-After {retry_after} s, "
+        f"throttled {limited_for} s; 429s per window: {dict(sorted(windows.items()))}; total requests "
+        f"{len(emulator.requests)}"
     )
-    assert calls * 2 == len(times)
-    # While limited, the endpoint sees no more than one request per call per Retry-After window (+ slack).
-    window_start = times[0]
-    in_first_window = sum(1 for t in times if t < window_start + retry_after * 0.9)
-    assert in_first_window <= calls
+    assert calls == windows[0]  # the first burst is all in flight before any 429 comes back
+    if shared:
+        assert after_first <= len(windows) + 1  # about one probe per window after the first
+    else:
+        assert after_first >= calls  # each call came back on its own at least once
