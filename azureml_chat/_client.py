@@ -124,7 +124,7 @@ class AsyncChatClient:
         self._auth = TokenProvider(credential, credential_scope) if credential is not None else None
         if rate_limit is not None and not isinstance(rate_limit, RateLimit):
             raise ConfigurationError(f"rate_limit must be a RateLimit, got {type(rate_limit).__name__}")
-        self._limiter = RateLimiter(rate_limit or RateLimit())
+        self._limiter = RateLimiter(rate_limit or RateLimit(), max_wait=self._config.retry.max_retry_after)
         self._url = URL(config.endpoint.url)
         self._transport = Transport(
             max_connections=config.max_connections, proxy=config.proxy, session=session

@@ -95,8 +95,9 @@ class _Bucket:
 class RateLimiter:
     """The live state of a :class:`RateLimit` for one client (one event loop)."""
 
-    def __init__(self, limit: RateLimit) -> None:
+    def __init__(self, limit: RateLimit, *, max_wait: float = float("inf")) -> None:
         self._limit = limit
+        self._max_wait = max_wait
         self._cooldown_until = 0.0
         self._needs_probe = False
         self._probe_done: asyncio.Event | None = None  # set while a probe is in flight
@@ -155,8 +156,13 @@ class RateLimiter:
             await asyncio.sleep(wait)
 
     def throttled(self, retry_after: float | None) -> None:
-        """The endpoint answered 429: start (or extend) the shared cooldown."""
-        if not self._limit.shared_cooldown or retry_after is None:
+        """The endpoint answered 429: start (or extend) the shared cooldown.
+
+        A demand longer than ``max_wait`` (the retry policy's ``max_retry_after``) starts none: that call is
+        raised at once, and so is every later one when the endpoint repeats the demand, instead of all calls
+        stalling silently for minutes.
+        """
+        if not self._limit.shared_cooldown or retry_after is None or retry_after > self._max_wait:
             return
         self._cooldown_until = max(self._cooldown_until, time.monotonic() + retry_after)
         self._needs_probe = True

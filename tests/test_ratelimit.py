@@ -195,11 +195,15 @@ async def test_client_converges_to_the_allowed_rate(quota: tuple[str, list[int]]
         assert throttled >= 30
 
 
-async def test_rate_limit_over_the_cap_is_still_raised() -> None:
-    """A demand longer than max_retry_after is raised at once, with or without the shared cooldown."""
+async def test_rate_limit_over_the_cap_fails_fast_for_every_call() -> None:
+    """A demand longer than max_retry_after is raised at once, and starts no cooldown that would stall the
+    next call: the next call asks the endpoint again and gets the answer it gives."""
     async with Emulator(key=KEY, deployments=[Deployment("m", family="openai")]) as emu:
-        emu.add_fault("status=429,retry_after=600")
+        emu.add_fault("status=429,retry_after=600,times=1")
         async with AsyncChatClient(emu.chat_url, KEY) as client:
             with pytest.raises(RateLimitError) as caught:
                 await client.chat(HI)
-    assert 600 == caught.value.retry_after
+            assert 600 == caught.value.retry_after
+            started = time.monotonic()
+            assert (await client.chat(HI)).content
+            assert time.monotonic() - started < 2
