@@ -7,6 +7,7 @@
         print(response.content)
 """
 
+from ._batch import BatchResults
 from ._client import AsyncChatClient
 from ._config import Secret, Timeout
 from ._errors import (
@@ -57,6 +58,7 @@ __all__ = [
     "AuthenticationError",
     "AzureMLChatError",
     "BadRequestError",
+    "BatchResults",
     "ChatChunk",
     "ChatResponse",
     "ChatStream",

@@ -9,17 +9,24 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar, overload
 
 import aiohttp
 import attrs
 from yarl import URL
 
-from . import _defaults
+from . import _batch, _defaults
 from ._auth import DEFAULT_SCOPE, TokenProvider
+from ._batch import BatchResults, Conversation
 from ._codec import decode_json, encode_json
 from ._config import ClientConfig, Secret, Timeout, build_config, check_header_token, check_headers
-from ._errors import AuthenticationError, ConfigurationError, InvalidRequestError, RateLimitError
+from ._errors import (
+    AuthenticationError,
+    AzureMLChatError,
+    ConfigurationError,
+    InvalidRequestError,
+    RateLimitError,
+)
 from ._messages import Message
 from ._params import merge_params
 from ._ratelimit import RateLimit, RateLimiter, Ticket
@@ -273,6 +280,95 @@ class AsyncChatClient:
             max_event_bytes=self._max_event_bytes,
             on_release=on_release,
         )
+
+    @overload
+    async def chat_many(
+        self,
+        conversations: Iterable[Conversation],
+        *,
+        concurrency: int = ...,
+        return_exceptions: Literal[True] = ...,
+        **params: Any,
+    ) -> list[ChatResponse | AzureMLChatError]: ...
+    @overload
+    async def chat_many(
+        self,
+        conversations: Iterable[Conversation],
+        *,
+        concurrency: int = ...,
+        return_exceptions: Literal[False],
+        **params: Any,
+    ) -> list[ChatResponse]: ...
+    @overload
+    async def chat_many(
+        self,
+        conversations: Iterable[Conversation],
+        *,
+        concurrency: int = ...,
+        return_exceptions: bool,
+        **params: Any,
+    ) -> list[ChatResponse | AzureMLChatError]: ...
+    async def chat_many(
+        self,
+        conversations: Iterable[Conversation],
+        *,
+        concurrency: int = _defaults.BATCH_CONCURRENCY,
+        return_exceptions: bool = True,
+        **params: Any,
+    ) -> list[ChatResponse] | list[ChatResponse | AzureMLChatError]:
+        """Send many conversations, at most ``concurrency`` at a time; one result per conversation, in order.
+
+        The conversations are pulled lazily (a generator is read only as calls start), and every call is an
+        ordinary :meth:`chat` call (retries, timeouts) with the same ``params``.
+
+        Args:
+            conversations: an iterable of conversations, each a list of messages or OpenAI-shaped dicts.
+            concurrency: how many calls run at once (default 8). Keep it at or below ``max_connections``
+                and what the deployment accepts (a dedicated endpoint answers 429 above
+                2 x max_concurrent_requests_per_instance x instances in flight).
+            return_exceptions: ``True``: a failed conversation's :class:`AzureMLChatError` takes its place in
+                the list. ``False``: the first error raises, and the calls still in flight are cancelled.
+            **params: :meth:`chat` arguments (model parameters, ``timeout=``, ``deployment=``,
+                ``extra_headers=``), the same for every conversation.
+
+        Returns:
+            One :class:`ChatResponse` (or, with ``return_exceptions``, :class:`AzureMLChatError`) per
+            conversation, in input order.
+
+        Raises:
+            InvalidRequestError: ``concurrency`` or ``conversations`` is unusable (nothing was sent).
+            AzureMLChatError: with ``return_exceptions=False``, the first error of any conversation.
+
+        Cancelling the call cancels every call in flight and waits for them; nothing is left running.
+        """
+        return await _batch.chat_many(
+            self, conversations, concurrency=concurrency, return_exceptions=return_exceptions, **params
+        )
+
+    def chat_as_completed(
+        self,
+        conversations: Iterable[Conversation],
+        *,
+        concurrency: int = _defaults.BATCH_CONCURRENCY,
+        **params: Any,
+    ) -> BatchResults[ChatResponse]:
+        """Send many conversations, at most ``concurrency`` at a time, and get each result as it finishes.
+
+        Use it as ``async with client.chat_as_completed(conversations) as results: async for index, result
+        in results: ...``. ``index`` is the conversation's position in the input; ``result`` is its
+        :class:`ChatResponse` or its :class:`AzureMLChatError`. Leaving the block early (``break``, an
+        exception, cancellation) cancels the calls still in flight. Memory stays bounded whatever the
+        input's length: the input is pulled as calls start, and finished results wait for you.
+
+        Args:
+            conversations: an iterable of conversations, each a list of messages or OpenAI-shaped dicts.
+            concurrency: how many calls run at once (default 8).
+            **params: :meth:`chat` arguments, the same for every conversation.
+
+        Raises:
+            InvalidRequestError: ``concurrency`` or ``conversations`` is unusable (nothing was sent).
+        """
+        return _batch.chat_as_completed(self, conversations, concurrency=concurrency, **params)
 
     def to_langchain(self, **kwargs: Any) -> Any:
         """A LangChain chat model (``azureml_chat.langchain.AzureMLChatModel``) backed by this client.

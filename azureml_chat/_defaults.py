@@ -43,3 +43,10 @@ ERROR_BODY_EXCERPT = 2_000
 MAX_ERROR_BODY = 64 * 1024
 # Largest SSE event accepted; large tool-call arguments fit easily (sdk_design.md 2.6).
 MAX_SSE_EVENT_BYTES = 16 * 1024 * 1024
+
+# --- batches ------------------------------------------------------------------------------------
+# Calls in flight in chat_many / `azureml-chat batch`. Enough to keep a serverless deployment busy,
+# well under the pool (MAX_CONNECTIONS); a dedicated deployment answers 429 above 2 x
+# max_concurrent_requests_per_instance (default 1) x instances in flight (azure_protocol.md 1.5), so
+# small deployments want less.
+BATCH_CONCURRENCY = 8

@@ -12,11 +12,13 @@ import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar, overload
 
+from . import _defaults
+from ._batch import Conversation
 from ._client import AsyncChatClient, _langchain_module
 from ._config import Secret
-from ._errors import ConfigurationError
+from ._errors import AzureMLChatError, ConfigurationError
 from ._messages import Message
 from ._responses import ChatChunk, ChatResponse
 from ._stream import AsyncChatStream
@@ -131,6 +133,54 @@ class Client:
         """Send a conversation and return the whole answer; see :meth:`AsyncChatClient.chat`."""
         loop_thread = self._loop()
         return loop_thread.run(self._async.chat(messages, **params))
+
+    @overload
+    def chat_many(
+        self,
+        conversations: Iterable[Conversation],
+        *,
+        concurrency: int = ...,
+        return_exceptions: Literal[True] = ...,
+        **params: Any,
+    ) -> list[ChatResponse | AzureMLChatError]: ...
+    @overload
+    def chat_many(
+        self,
+        conversations: Iterable[Conversation],
+        *,
+        concurrency: int = ...,
+        return_exceptions: Literal[False],
+        **params: Any,
+    ) -> list[ChatResponse]: ...
+    @overload
+    def chat_many(
+        self,
+        conversations: Iterable[Conversation],
+        *,
+        concurrency: int = ...,
+        return_exceptions: bool,
+        **params: Any,
+    ) -> list[ChatResponse | AzureMLChatError]: ...
+    def chat_many(
+        self,
+        conversations: Iterable[Conversation],
+        *,
+        concurrency: int = _defaults.BATCH_CONCURRENCY,
+        return_exceptions: bool = True,
+        **params: Any,
+    ) -> list[ChatResponse] | list[ChatResponse | AzureMLChatError]:
+        """Send many conversations, ``concurrency`` at a time, and wait for all of them; one result per
+        conversation, in input order. See :meth:`AsyncChatClient.chat_many`.
+
+        The conversations are read on the client's loop thread as calls start, so a generator must not
+        depend on the calling thread. Ctrl-C cancels every call in flight.
+        """
+        loop_thread = self._loop()
+        return loop_thread.run(
+            self._async.chat_many(
+                conversations, concurrency=concurrency, return_exceptions=return_exceptions, **params
+            )
+        )
 
     def stream(self, messages: Iterable[Message | Mapping[str, Any]], **params: Any) -> ChatStream:
         """Stream the answer; see :meth:`AsyncChatClient.stream`. Use ``with client.stream(...) as s:``."""

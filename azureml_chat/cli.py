@@ -1,7 +1,8 @@
-"""The ``azureml-chat`` command: ``demo``, ``emulator`` and ``chat``.
+"""The ``azureml-chat`` command: ``demo``, ``emulator``, ``chat`` and ``batch``.
 
 A user mistake (bad URL, missing key, 401, unknown deployment) prints one line and exits non-zero; it never
-shows a traceback. Exit codes: 0 success, 1 a failed call or bad configuration, 2 bad arguments, 130 Ctrl-C.
+shows a traceback. Exit codes: 0 success, 1 a failed call (for ``batch``: some item failed) or bad
+configuration, 2 bad arguments, 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
-from . import __version__
+from . import __version__, _cli_batch
 from ._client import AsyncChatClient
 from ._errors import AzureMLChatError
 from ._messages import AssistantMessage, Message, SystemMessage, UserMessage
@@ -73,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--timeout", type=float, help="seconds per attempt")
     chat.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
     chat.add_argument("--json", action="store_true", help="print one JSON object per answer")
+
+    _cli_batch.add_parser(commands)
     return parser
 
 
@@ -84,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_demo(sys.stdout))
         if args.command == "emulator":
             return _serve(args)
+        if args.command == "batch":
+            return _cli_batch.main(args)
         return asyncio.run(_chat(args, sys.stdin, sys.stdout))
     except AzureMLChatError as exc:
         print(f"azureml-chat: error: {exc}", file=sys.stderr)

@@ -823,3 +823,11 @@ async def test_key_is_not_sent_to_another_origin_on_redirect(loopback_server: St
     assert 1 == len(endpoint.requests)
     leaked = [(name, value) for r in elsewhere.requests for name, value in r.headers.items() if KEY in value]
     assert [] == leaked
+
+
+@pytest.mark.parametrize("bad", [5, "x-header", ["a", "b"]], ids=["int", "str", "list"])
+async def test_extra_headers_must_be_a_mapping(bad: Any) -> None:
+    """extra_headers that is not a mapping is an InvalidRequestError, not an AttributeError."""
+    async with AsyncChatClient("http://127.0.0.1:9/v1/chat/completions", KEY) as client:
+        with pytest.raises(InvalidRequestError, match="extra_headers must be a mapping"):
+            await client.chat(HI, extra_headers=bad)
