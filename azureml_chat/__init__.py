@@ -9,6 +9,7 @@
 
 from ._batch import BatchResults
 from ._client import AsyncChatClient
+from ._completion_stream import AsyncCompletionStream, CompletionStream
 from ._config import Secret, Timeout
 from ._errors import (
     APIConnectionError,
@@ -41,7 +42,7 @@ from ._messages import (
     UserMessage,
 )
 from ._ratelimit import RateLimit
-from ._responses import ChatChunk, ChatResponse, ToolCallDelta, Usage
+from ._responses import ChatChunk, ChatResponse, CompletionChunk, CompletionResponse, ToolCallDelta, Usage
 from ._retry import RetryPolicy
 from ._stream import AsyncChatStream
 from ._sync import ChatStream, Client
@@ -55,6 +56,7 @@ __all__ = [
     "AssistantMessage",
     "AsyncChatClient",
     "AsyncChatStream",
+    "AsyncCompletionStream",
     "AuthenticationError",
     "AzureMLChatError",
     "BadRequestError",
@@ -63,6 +65,9 @@ __all__ = [
     "ChatResponse",
     "ChatStream",
     "Client",
+    "CompletionChunk",
+    "CompletionResponse",
+    "CompletionStream",
     "ConfigurationError",
     "ContentFormatter",
     "ContentPart",

@@ -15,10 +15,11 @@ import aiohttp
 import attrs
 from yarl import URL
 
-from . import _batch, _defaults
+from . import _batch, _completions, _defaults
 from ._auth import DEFAULT_SCOPE, TokenProvider
 from ._batch import BatchResults, Conversation
 from ._codec import decode_json, encode_json
+from ._completion_stream import AsyncCompletionStream
 from ._config import ClientConfig, Secret, Timeout, build_config, check_header_token, check_headers
 from ._errors import (
     AuthenticationError,
@@ -30,7 +31,7 @@ from ._errors import (
 from ._messages import Message
 from ._params import merge_params
 from ._ratelimit import RateLimit, RateLimiter, Ticket
-from ._responses import ChatResponse, Usage
+from ._responses import ChatResponse, CompletionResponse, Usage
 from ._retry import RetryPolicy
 from ._serialization import messages_from_input
 from ._stream import AsyncChatStream
@@ -369,6 +370,91 @@ class AsyncChatClient:
             InvalidRequestError: ``concurrency`` or ``conversations`` is unusable (nothing was sent).
         """
         return _batch.chat_as_completed(self, conversations, concurrency=concurrency, **params)
+
+    async def complete(
+        self,
+        prompt: str,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: str | list[str] | None = None,
+        seed: int | None = None,
+        timeout: float | Timeout | None = None,
+        deployment: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        **model_params: Any,
+    ) -> CompletionResponse:
+        """Continue a text prompt on a text-generation endpoint and return the whole completion.
+
+        Works where the family completes text: ``gpt2``, ``hf`` or ``dolly`` on ``/score``, and ``openai``
+        on ``/v1/completions`` (or ``/completions``). The prompt is sent exactly as given.
+
+        Args:
+            prompt: the text to continue.
+            max_tokens, temperature, top_p, stop, seed: the common model parameters (``max_tokens`` is sent
+                as ``max_new_tokens`` on ``/score``).
+            timeout: this call's timeout (seconds or :class:`Timeout`); default: the client's.
+            deployment: this call's deployment; default: the client's. Never sticks to later calls.
+            extra_headers: headers for this call only.
+            **model_params: any other model parameter, passed through as is.
+
+        Raises:
+            InvalidRequestError: the family cannot complete text on this route (a chat family, or ``openai``
+                on a chat URL), or a bad prompt or parameter (nothing was sent).
+            APIStatusError: the endpoint answered non-2xx (after retries, for the retryable ones).
+            APIConnectionError: the endpoint could not be reached (after retries).
+            ResponseFormatError: a 2xx body that is not the formatter's shape.
+        """
+        return await _completions.complete(
+            self,
+            prompt,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop=stop,
+            seed=seed,
+            timeout=timeout,
+            deployment=deployment,
+            extra_headers=extra_headers,
+            **model_params,
+        )
+
+    def stream_complete(
+        self,
+        prompt: str,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: str | list[str] | None = None,
+        seed: int | None = None,
+        timeout: float | Timeout | None = None,
+        deployment: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        **model_params: Any,
+    ) -> AsyncCompletionStream:
+        """Continue a text prompt and stream the completion as :class:`CompletionChunk` objects (``.text``).
+
+        Use it as ``async with client.stream_complete(prompt) as stream: async for chunk in stream: ...``;
+        after the last chunk, ``stream.final_response()`` is the aggregated :class:`CompletionResponse`. The
+        arguments are those of :meth:`complete`; invalid ones raise here, before anything is sent. Opening the
+        stream is retried like a call; a failure after that raises :class:`StreamError`. ``/score`` cannot
+        stream, so there the whole completion is one chunk.
+        """
+        return _completions.stream_complete(
+            self,
+            prompt,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop=stop,
+            seed=seed,
+            timeout=timeout,
+            deployment=deployment,
+            extra_headers=extra_headers,
+            **model_params,
+        )
 
     def to_langchain(self, **kwargs: Any) -> Any:
         """A LangChain chat model (``azureml_chat.langchain.AzureMLChatModel``) backed by this client.

@@ -18,6 +18,7 @@ from . import _defaults
 from ._errors import ConfigurationError
 from ._retry import RetryPolicy
 from .formatters import ContentFormatter, Route, get_formatter
+from .formatters._base import ROUTE_PATHS
 
 __all__ = ["ClientConfig", "Endpoint", "Secret", "Timeout", "build_config", "resolve_endpoint"]
 
@@ -37,7 +38,10 @@ _ENDPOINT_TYPES: dict[str, EndpointType] = {
     "serverless": "serverless",
 }
 _DEFAULT_PATHS: dict[EndpointType, str] = {"dedicated": "/score", "serverless": "/v1/chat/completions"}
-_ACCEPTED_ROUTES = "/score, /v1/chat/completions, /chat/completions or /models/chat/completions"
+_ACCEPTED_ROUTES = (
+    "/score, /v1/chat/completions, /chat/completions, /models/chat/completions, "
+    "or /v1/completions or /completions for text completion"
+)
 # Header values must not smuggle in a line break; deployment names are letters, digits and dashes on Azure.
 _TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
@@ -152,6 +156,8 @@ def resolve_endpoint(url: str, endpoint_type: str | None) -> Endpoint:
             )
     elif path.endswith("/chat/completions"):
         route = Route.CHAT_COMPLETIONS
+    elif path.endswith("/completions"):
+        route = Route.COMPLETIONS
     elif path == "":
         kind = kind or ("dedicated" if host.endswith(".inference.ml.azure.com") else None)
         if kind is None:
@@ -161,13 +167,25 @@ def resolve_endpoint(url: str, endpoint_type: str | None) -> Endpoint:
         path = _DEFAULT_PATHS[kind]
         route = Route.SCORE if kind == "dedicated" else Route.CHAT_COMPLETIONS
     else:
-        hint = " (that is text completion, not chat)" if path.endswith("/completions") else ""
-        raise ConfigurationError(f"endpoint_url must end with {_ACCEPTED_ROUTES}; got path {path!r}{hint}")
+        raise ConfigurationError(f"endpoint_url must end with {_ACCEPTED_ROUTES}; got path {path!r}")
     if kind is None:
         dedicated_host = host.endswith(".inference.ml.azure.com")
         kind = "dedicated" if route is Route.SCORE or dedicated_host else "serverless"
     clean = urllib.parse.urlunsplit((parts.scheme.lower(), parts.netloc, path, parts.query, ""))
     return Endpoint(url=clean, route=route, endpoint_type=kind, host=host)
+
+
+def _route_hint(family: ContentFormatter, route: Route) -> str:
+    """Why a family cannot speak a route, when the reason is chat versus text completion."""
+    if route is Route.COMPLETIONS and not family.completion_routes:
+        return (
+            f": {family.name!r} is a chat family and that URL is the text completion route; "
+            "use the chat completions URL (/v1/chat/completions), or formatter='openai' to complete text"
+        )
+    if family.completion_routes and not any(family.can_chat(r) for r in family.routes):
+        where = " or ".join(sorted(ROUTE_PATHS[r] for r in family.completion_routes))
+        return f": {family.name!r} is a text-generation family; use its {where} URL and call complete()"
+    return ""
 
 
 def is_loopback(host: str) -> bool:
@@ -278,6 +296,7 @@ def build_config(
     if endpoint.route not in family.routes:
         raise ConfigurationError(
             f"formatter {family.name!r} cannot speak the {endpoint.route.value} route of {endpoint.url!r}"
+            + _route_hint(family, endpoint.route)
         )
 
     deployment = deployment if deployment is not None else env.get(ENV_DEPLOYMENT) or None

@@ -1,4 +1,5 @@
-"""What a call returns: :class:`ChatResponse` for a whole answer, :class:`ChatChunk` for a piece of a stream."""
+"""What a call returns: :class:`ChatResponse` for a whole answer, :class:`ChatChunk` for a piece of a stream,
+and their text-completion twins :class:`CompletionResponse` and :class:`CompletionChunk`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import attrs
 
 from ._messages import AssistantMessage, ToolCall
 
-__all__ = ["ChatChunk", "ChatResponse", "ToolCallDelta", "Usage"]
+__all__ = ["ChatChunk", "ChatResponse", "CompletionChunk", "CompletionResponse", "ToolCallDelta", "Usage"]
 
 
 @attrs.frozen
@@ -87,6 +88,49 @@ class ChatChunk:
     usage: Usage | None = None
     tool_calls: tuple[ToolCallDelta, ...] = ()
     role: str | None = None
+    model: str | None = None
+    id: str | None = None
+    raw: Any = attrs.field(default=None, repr=False, eq=False)
+
+
+@attrs.frozen(kw_only=True)
+class CompletionResponse:
+    """A complete text completion (``complete()`` on a text-generation endpoint).
+
+    Attributes:
+        text: the generated text, exactly as the endpoint returned it (not stripped; some text-generation
+            deployments return the prompt followed by its continuation).
+        finish_reason: ``stop``, ``length``, ..., or ``None`` when the route does not say (``/score``).
+        usage: token counts, when the endpoint reported them.
+        model: the model name the endpoint reported.
+        id: the completion id the endpoint reported.
+        request_id: the id to quote in a support ticket (``x-request-id``, else our ``x-ms-client-request-id``).
+        raw: the parsed JSON body exactly as received; nothing the endpoint sent is lost.
+    """
+
+    text: str
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    id: str | None = None
+    request_id: str | None = None
+    raw: Any = attrs.field(default=None, repr=False, eq=False)
+
+
+@attrs.frozen(kw_only=True)
+class CompletionChunk:
+    """One event of a streamed text completion.
+
+    Attributes:
+        text: the new text in this event (a delta; ``""`` when the event carries none, e.g. usage only).
+        finish_reason: set on the event that ends the completion.
+        usage: set on the usage event (usually the last one).
+        raw: the parsed event as received.
+    """
+
+    text: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
     model: str | None = None
     id: str | None = None
     raw: Any = attrs.field(default=None, repr=False, eq=False)

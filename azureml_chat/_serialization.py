@@ -168,6 +168,9 @@ def messages_from_input(messages: Iterable[Message | Mapping[str, Any]]) -> tupl
     for index, item in enumerate(messages):
         if isinstance(item, (SystemMessage, UserMessage, AssistantMessage, ToolMessage)):
             message: Message = item
+        elif isinstance(item, dict) and (simple := _simple_message(item)) is not None:
+            result.append(simple)  # built from checked strings: nothing left to check
+            continue
         elif isinstance(item, Mapping):
             message = _structure_message(item, index)
         else:
@@ -180,6 +183,26 @@ def messages_from_input(messages: Iterable[Message | Mapping[str, Any]]) -> tupl
     if not result:
         raise InvalidRequestError("messages is empty: pass at least one message")
     return tuple(result)
+
+
+_SIMPLE_CLASSES: dict[str, type[SystemMessage] | type[UserMessage] | type[AssistantMessage]] = {
+    "system": SystemMessage,
+    "user": UserMessage,
+    "assistant": AssistantMessage,
+}
+
+
+def _simple_message(item: dict[str, Any]) -> Message | None:
+    """The common case, ``{"role": "user"|"system"|"assistant", "content": "<text>"}``, without cattrs.
+
+    Anything else (other keys, non-string content, tool messages) returns ``None`` and takes the full,
+    checked path, which also produces the error messages.
+    """
+    role, content = item.get("role"), item.get("content")
+    if len(item) != 2 or type(role) is not str or type(content) is not str:
+        return None
+    cls = _SIMPLE_CLASSES.get(role)
+    return None if cls is None else cls(content)
 
 
 def _structure_message(item: Mapping[str, Any], index: int) -> Message:

@@ -17,10 +17,11 @@ from typing import Any, Literal, Self, TypeVar, overload
 from . import _defaults
 from ._batch import Conversation
 from ._client import AsyncChatClient, _langchain_module
+from ._completion_stream import CompletionStream
 from ._config import Secret
 from ._errors import AzureMLChatError, ConfigurationError
 from ._messages import Message
-from ._responses import ChatChunk, ChatResponse
+from ._responses import ChatChunk, ChatResponse, CompletionResponse
 from ._stream import AsyncChatStream
 
 __all__ = ["ChatStream", "Client"]
@@ -186,6 +187,17 @@ class Client:
         """Stream the answer; see :meth:`AsyncChatClient.stream`. Use ``with client.stream(...) as s:``."""
         loop_thread = self._loop()
         return ChatStream(self._async.stream(messages, **params), loop_thread)
+
+    def complete(self, prompt: str, **params: Any) -> CompletionResponse:
+        """Continue a text prompt and return the whole completion; see :meth:`AsyncChatClient.complete`."""
+        loop_thread = self._loop()
+        return loop_thread.run(self._async.complete(prompt, **params))
+
+    def stream_complete(self, prompt: str, **params: Any) -> CompletionStream:
+        """Stream a text completion; see :meth:`AsyncChatClient.stream_complete`. Use
+        ``with client.stream_complete(prompt) as s:``."""
+        loop_thread = self._loop()
+        return CompletionStream(self._async.stream_complete(prompt, **params), loop_thread)
 
     def to_langchain(self, **kwargs: Any) -> Any:
         """A LangChain chat model backed by a client with this one's settings; see

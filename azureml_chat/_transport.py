@@ -33,9 +33,17 @@ class RawResponse:
 
 
 @functools.lru_cache(maxsize=64)
-def client_timeout(timeout: Timeout) -> aiohttp.ClientTimeout:
-    """The aiohttp form of a :class:`Timeout` (``read`` is aiohttp's idle ``sock_read``), built once per value."""
-    return aiohttp.ClientTimeout(total=timeout.total, connect=timeout.connect, sock_read=timeout.read)
+def client_timeout(timeout: Timeout, *, stream: bool) -> aiohttp.ClientTimeout:
+    """The aiohttp form of a :class:`Timeout`, built once per value.
+
+    A stream gets ``read`` as aiohttp's idle ``sock_read`` (between events). A non-streaming answer arrives
+    all at once when the model is done, so there the idle time is the whole wait: ``read`` bounds the
+    attempt as ``min(read, total)``, which saves re-arming an idle timer on every read of the body.
+    """
+    if stream:
+        return aiohttp.ClientTimeout(total=timeout.total, connect=timeout.connect, sock_read=timeout.read)
+    bounds = [value for value in (timeout.total, timeout.read) if value is not None]
+    return aiohttp.ClientTimeout(total=min(bounds) if bounds else None, connect=timeout.connect)
 
 
 class Transport:
@@ -92,7 +100,7 @@ class Transport:
                 url,
                 data=data,
                 headers=headers,
-                timeout=client_timeout(timeout),
+                timeout=client_timeout(timeout, stream=False),
                 proxy=self._proxy,
                 allow_redirects=False,
             ) as response:
@@ -100,7 +108,7 @@ class Transport:
                     raise await _status_error(response)
                 body = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _translate(exc, url, timeout) from exc
+            raise _translate(exc, url, timeout, stream=False) from exc
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "POST %s -> %d in %.1f ms (%d bytes, request id %s)",
@@ -121,7 +129,7 @@ class Transport:
                 url,
                 data=data,
                 headers=headers,
-                timeout=client_timeout(timeout),
+                timeout=client_timeout(timeout, stream=True),
                 proxy=self._proxy,
                 allow_redirects=False,
             )
@@ -131,7 +139,7 @@ class Transport:
                 finally:
                     response.release()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _translate(exc, url, timeout) from exc
+            raise _translate(exc, url, timeout, stream=True) from exc
         return response
 
 
@@ -147,14 +155,22 @@ async def _status_error(response: aiohttp.ClientResponse) -> Exception:
     return make_status_error(response.status, response.headers, bytes(body), sent_request_id=sent_id)
 
 
-def _translate(exc: BaseException, url: URL, timeout: Timeout) -> APIConnectionError:
+def _translate(exc: BaseException, url: URL, timeout: Timeout, *, stream: bool) -> APIConnectionError:
     """aiohttp's and asyncio's failures as :class:`APIConnectionError` / :class:`APITimeoutError`."""
     if isinstance(exc, aiohttp.ServerTimeoutError):
         which = "connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "read"
         limit = timeout.connect if which == "connect" else timeout.read
         return APITimeoutError(f"{which} timeout after {limit} s talking to {url.host}", url=str(url))
     if isinstance(exc, TimeoutError):
-        return APITimeoutError(f"total timeout after {timeout.total} s talking to {url.host}", url=str(url))
+        # For a non-streaming call the bound is min(read, total) (see client_timeout); name the one that hit.
+        which, limit = ("total", timeout.total)
+        if (
+            not stream
+            and timeout.read is not None
+            and (timeout.total is None or timeout.read < timeout.total)
+        ):
+            which, limit = ("read", timeout.read)
+        return APITimeoutError(f"{which} timeout after {limit} s talking to {url.host}", url=str(url))
     if isinstance(exc, aiohttp.ClientConnectorError):
         hint = " (is the endpoint URL still a placeholder?)" if "<" in (url.host or "") else ""
         return APIConnectionError(

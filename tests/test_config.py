@@ -197,6 +197,30 @@ URL_TABLE = [
         Route.SCORE,
         "dedicated",
     ),
+    (
+        "v1-text-completions",
+        "https://h.eastus2.models.ai.azure.com/v1/completions",
+        None,
+        "https://h.eastus2.models.ai.azure.com/v1/completions",
+        Route.COMPLETIONS,
+        "serverless",
+    ),
+    (
+        "text-completions-api-version",
+        "https://h.eastus2.models.ai.azure.com/completions?api-version=2024-05-01-preview",
+        None,
+        "https://h.eastus2.models.ai.azure.com/completions?api-version=2024-05-01-preview",
+        Route.COMPLETIONS,
+        "serverless",
+    ),
+    (
+        "vllm-text-completions-on-managed-endpoint",
+        "https://my-endpoint.eastus2.inference.ml.azure.com/v1/completions",
+        None,
+        "https://my-endpoint.eastus2.inference.ml.azure.com/v1/completions",
+        Route.COMPLETIONS,
+        "dedicated",
+    ),
 ]
 
 
@@ -222,7 +246,7 @@ BAD_URLS: list[tuple[str, Any, str | None]] = [
     ("ftp-scheme", "ftp://h.eastus2.inference.ml.azure.com/score", None),
     ("no-scheme", "h.eastus2.inference.ml.azure.com/score", None),
     ("no-host", "https:///score", None),
-    ("text-completions", "https://h.eastus2.models.ai.azure.com/v1/completions", None),
+    ("embeddings", "https://h.eastus2.models.ai.azure.com/v1/embeddings", None),
     ("unknown-route", "https://h.eastus2.inference.ml.azure.com/predict", None),
     ("bare-unknown-host", "https://example.com", None),
     ("serverless-score", DEDICATED, "serverless"),
@@ -246,10 +270,28 @@ def test_missing_url_names_the_variable() -> None:
         client(None)
 
 
-def test_text_completions_url_says_it_is_not_chat() -> None:
-    """A ``/v1/completions`` URL is refused with the hint that it is the text-completion route."""
-    with pytest.raises(ConfigurationError, match="not chat"):
-        client("https://h.eastus2.models.ai.azure.com/v1/completions")
+def test_text_completions_url_defaults_to_the_openai_family() -> None:
+    """A ``/v1/completions`` URL constructs with the ``openai`` family, which completes text there."""
+    assert "openai" == client("https://h.eastus2.models.ai.azure.com/v1/completions").formatter.name
+
+
+@pytest.mark.parametrize("family", ["llama", "custom-openai", "mistral"])
+def test_chat_family_on_the_text_completions_url_is_refused(family: str) -> None:
+    """A chat-only family on a ``/v1/completions`` URL fails at construction, saying it is the text route."""
+    with pytest.raises(ConfigurationError, match="text completion route"):
+        client("https://h.eastus2.models.ai.azure.com/v1/completions", formatter=family)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [SERVERLESS, "https://h.eastus2.models.ai.azure.com/v1/completions"],
+    ids=["chat-completions", "text-completions"],
+)
+@pytest.mark.parametrize("family", ["gpt2", "hf", "dolly"])
+def test_text_generation_family_off_score_is_refused(family: str, url: str) -> None:
+    """A /score text-generation family on any other route fails at construction, pointing at /score."""
+    with pytest.raises(ConfigurationError, match="text-generation family; use its /score URL"):
+        client(url, formatter=family)
 
 
 # --- plain http ------------------------------------------------------------------------------------------------

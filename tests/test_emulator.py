@@ -295,7 +295,7 @@ async def test_info_describes_the_deployment(emulator: Emulator, http: aiohttp.C
 
 async def test_unknown_route_is_an_azure_shaped_404(emulator: Emulator, http: aiohttp.ClientSession) -> None:
     """A path the endpoint does not serve is a 404 with an {"error": {...}} body."""
-    status, _, answer = await post(http, emulator.url + "/v1/completions", chat())
+    status, _, answer = await post(http, emulator.url + "/v1/embeddings", chat())
     assert (404, "NotFound") == (status, answer["error"]["code"])
 
 
@@ -1087,3 +1087,149 @@ async def test_stop_ends_an_open_stream(http: aiohttp.ClientSession) -> None:
 def test_numbers_come_from_the_prompt(schema: dict[str, Any], text: str, expected: Any) -> None:
     """Numeric tool arguments take the prompt's first number of the right kind, so tool loops can compute."""
     assert expected == example_for_schema(schema, text)
+
+
+# -- text completions (/v1/completions, /completions) -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/completions", "/completions", "/completions?api-version=2024-05-01-preview"]
+)
+async def test_text_completion_routes_answer_a_text_completion(
+    emulator: Emulator, http: aiohttp.ClientSession, path: str
+) -> None:
+    """Each text-completions route answers {"prompt": ...} with an OpenAI text_completion echoing the prompt."""
+    status, _, answer = await post(http, emulator.url + path, {"prompt": 'say "hi"\nnow'})
+    assert (200, "text_completion") == (status, answer["object"])
+    assert answer["id"].startswith("cmpl-")
+    assert [
+        {"index": 0, "text": 'You said: say "hi"\nnow', "finish_reason": "stop", "logprobs": None}
+    ] == answer["choices"]
+    assert {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8} == answer["usage"]
+    assert path.partition("?")[0] == emulator.requests[-1].path
+
+
+async def test_text_completion_answers_each_prompt_of_a_list(
+    emulator: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """A list of prompts gets one choice per prompt, in order, and usage summed over them."""
+    _, _, answer = await post(http, emulator.completions_url, {"prompt": ["a", "b c"]})
+    assert [(0, "You said: a"), (1, "You said: b c")] == [(c["index"], c["text"]) for c in answer["choices"]]
+    assert {"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10} == answer["usage"]
+
+
+async def test_text_completion_limits_and_scripted_replies(
+    emulator: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """max_tokens and stop cut a text completion; a deployment's scripted replies answer it in turn."""
+    _, _, cut = await post(http, emulator.completions_url, {"prompt": "a b c", "max_tokens": 2})
+    _, _, stopped = await post(http, emulator.completions_url, {"prompt": "a b c", "stop": [" b"]})
+    _, _, scripted = await post(
+        http, emulator.completions_url, {"prompt": "x"}, {"azureml-model-deployment": "green"}
+    )
+    assert ("You said:", "length") == (cut["choices"][0]["text"], cut["choices"][0]["finish_reason"])
+    assert ("You said: a", "stop") == (stopped["choices"][0]["text"], stopped["choices"][0]["finish_reason"])
+    assert ("first", "green-model") == (scripted["choices"][0]["text"], scripted["model"])
+
+
+async def test_text_completion_stream_framing(emulator: Emulator, http: aiohttp.ClientSession) -> None:
+    """A text-completion stream is text deltas equal to the answer, a finish chunk, usage, then [DONE]."""
+    headers, events = await sse(http, emulator.completions_url, {"prompt": "one two three"})
+    assert "text/event-stream" == headers["Content-Type"]
+    assert "[DONE]" == events[-1]
+    assert emulator.requests[-1].stream
+    chunks = [json.loads(event) for event in events[:-1]]
+    assert {"text_completion"} == {chunk["object"] for chunk in chunks}
+    assert 1 == len({chunk["id"] for chunk in chunks})
+    deltas = [chunk["choices"][0]["text"] for chunk in chunks[:-2]]
+    _, _, whole = await post(http, emulator.completions_url, {"prompt": "one two three"})
+    assert ["You ", "said: ", "one ", "two ", "three"] == deltas
+    assert whole["choices"][0]["text"] == "".join(deltas)
+    assert [None] * len(deltas) == [chunk["choices"][0]["finish_reason"] for chunk in chunks[:-2]]
+    assert ("", "stop") == (chunks[-2]["choices"][0]["text"], chunks[-2]["choices"][0]["finish_reason"])
+    assert ([], whole["usage"]) == (chunks[-1]["choices"], chunks[-1]["usage"])
+
+
+async def test_text_completion_stream_respects_max_tokens(
+    emulator: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """A text-completion stream cut by max_tokens ends with finish_reason "length"."""
+    _, events = await sse(http, emulator.completions_url, {"prompt": "a b c", "max_tokens": 2})
+    chunks = [json.loads(event) for event in events[:-2]]
+    assert "You said:" == "".join(chunk["choices"][0]["text"] for chunk in chunks)
+    assert "length" == chunks[-1]["choices"][0]["finish_reason"]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({}, "prompt"),
+        ({"prompt": 3}, "prompt"),
+        ({"prompt": []}, "prompt"),
+        ({"prompt": ["a", 1]}, "prompt"),
+        ({"prompt": "a", "max_tokens": 0}, "max_tokens"),
+        ({"prompt": "a", "stream": "yes"}, "stream"),
+        ({"prompt": "a", "stop": 3}, "stop"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "prompt"),
+    ],
+    ids=[
+        "no-prompt",
+        "prompt-number",
+        "prompt-empty",
+        "prompt-mixed",
+        "max-tokens",
+        "stream",
+        "stop",
+        "chat-body",
+    ],
+)
+async def test_text_completion_refuses_bad_requests_with_400(
+    emulator: Emulator, http: aiohttp.ClientSession, body: Any, param: str
+) -> None:
+    """A malformed text-completions body (a chat body among them) gets 400 naming the parameter."""
+    status, _, answer = await post(http, emulator.completions_url, body)
+    assert (400, param, "invalid_request_error") == (
+        status,
+        answer["error"]["param"],
+        answer["error"]["type"],
+    )
+
+
+async def test_text_completion_extra_parameters_error(
+    emulator: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """With extra-parameters: error an unknown text-completion field is a 400; known ones pass."""
+    body = {"prompt": "a", "best_of": 2, "safe_prompt": True}
+    status, _, answer = await post(http, emulator.completions_url, body, {"extra-parameters": "error"})
+    assert 400 == status
+    assert "['safe_prompt']" in answer["error"]["message"]
+    body.pop("safe_prompt")
+    assert 200 == (await post(http, emulator.completions_url, body, {"extra-parameters": "error"}))[0]
+
+
+async def test_a_control_word_in_a_prompt_injects_a_fault(
+    emulator: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """[[fault:SPEC]] in a text-completion or text-generation prompt applies SPEC and is removed from the echo."""
+    assert 429 == (await post(http, emulator.completions_url, {"prompt": "hi [[fault:429]]"}))[0]
+    _, _, answer = await post(http, emulator.completions_url, {"prompt": "hi [[fault:latency=0.01]] there"})
+    assert "You said: hi there" == answer["choices"][0]["text"]
+    async with Emulator(deployments=[Deployment("t", family="gpt2")]) as emu:
+        body = {"inputs": {"input_string": ["hi [[fault:latency=0.01]] there"]}}
+        assert (200, [{"0": "You said: hi there"}]) == (await post(http, emu.score_url, body))[::2]
+
+
+async def test_text_completion_stream_faults(emulator: Emulator, http: aiohttp.ClientSession) -> None:
+    """Stream faults apply to text-completion streams: drop_after cuts the connection after N events."""
+    async with http.post(
+        emulator.completions_url,
+        json={"prompt": "a b c", "stream": True},
+        headers={**AUTH, "x-emulator-fault": "drop_after=2"},
+    ) as response:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+
+
+async def test_the_banner_lists_the_text_completion_routes(emulator: Emulator) -> None:
+    """The banner names /v1/completions and /completions among the routes."""
+    assert "/v1/completions, /completions, GET /info" in emulator.banner()

@@ -50,6 +50,8 @@ OPENAI_MESSAGES = [{"role": "system", "content": SYSTEM}, {"role": "user", "cont
 FOLDED_MESSAGES = [{"role": "user", "content": SYSTEM + "\n\n" + USER}]
 CHAT_PARAMS = {"temperature": 0.5, "max_tokens": 10, "stop": ["END"]}
 SCORE_PARAMS = {"temperature": 0.5, "max_new_tokens": 10, "stop": ["END"]}
+# The routes chat families speak (/v1/completions is text completion, tested in test_completions.py).
+CHAT_ROUTES = [Route.SCORE, Route.CHAT_COMPLETIONS]
 
 BODY_TABLE = [
     ("openai", Route.SCORE, {"messages": OPENAI_MESSAGES, **CHAT_PARAMS}),
@@ -113,7 +115,7 @@ def test_score_token_limit_is_the_one_set_last(params: dict[str, int], expected:
 
 
 @pytest.mark.parametrize("family", ["openai", "llama", "mistral"])
-@pytest.mark.parametrize("route", list(Route), ids=lambda route: route.name.lower())
+@pytest.mark.parametrize("route", CHAT_ROUTES, ids=lambda route: route.name.lower())
 def test_text_arrives_exactly_as_written(family: str, route: Route) -> None:
     """Quotes, backslashes, newlines and non-ASCII text are encoded once, never hand-escaped."""
     text = 'say "hi"\\n then\nnew line\ttab — ünïcødé 🎉'
@@ -125,7 +127,7 @@ def test_text_arrives_exactly_as_written(family: str, route: Route) -> None:
 # --- mistral's system folding (langchain_azureml.md 3.4) ---------------------------------------------------
 
 
-@pytest.mark.parametrize("route", list(Route), ids=lambda route: route.name.lower())
+@pytest.mark.parametrize("route", CHAT_ROUTES, ids=lambda route: route.name.lower())
 def test_mistral_system_only_becomes_the_user_turn(route: Route) -> None:
     """A conversation of only a system message sends it as the user turn instead of losing it (or crashing)."""
     body = wire(get_formatter("mistral").build_request(route, [SystemMessage("S")], {}, stream=False))

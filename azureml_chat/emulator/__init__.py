@@ -1,17 +1,20 @@
 """An Azure ML online endpoint on loopback, for demos and tests: ``azureml_chat.emulator``.
 
-A real ``aiohttp.web`` server that speaks both dialects of Azure ML online endpoints:
+A real ``aiohttp.web`` server that speaks the dialects of Azure ML online endpoints:
 
 - ``POST /score`` in the deployment's family (``llama`` chat schema by default; ``mistral``; ``openai``
   for vLLM-style deployments; ``gpt2``, ``hf``, ``dolly`` text generation);
 - ``POST /v1/chat/completions``, ``/chat/completions``, ``/models/chat/completions`` (OpenAI-compatible,
   SSE streaming with a usage chunk and ``[DONE]``, tool calls, ``response_format``), ``?api-version=`` ignored;
+- ``POST /v1/completions``, ``/completions`` (OpenAI-compatible text completions: ``{"prompt": ...}`` ->
+  ``choices[].text``, SSE streaming with ``text`` deltas, a usage chunk and ``[DONE]``), for every family;
 - ``GET /info`` (and ``/models/info``).
 
 It checks the key like Azure's front end (``Authorization: Bearer <key>`` or ``api-key: <key>``), routes the
 ``azureml-model-deployment`` header among named deployments, answers deterministically (``"You said: <text>"``
 or scripted replies; ``max_tokens`` / ``max_new_tokens`` count whitespace-separated words), injects faults
-(see :class:`Fault` for the spec grammar) and records every request.
+(see :class:`Fault` for the spec grammar) and records every request. Text completions and ``/score`` text
+generation answer ``"You said: <prompt>"``.
 
 Example::
 
@@ -19,11 +22,11 @@ Example::
 
     async with Emulator(key="test-key", deployments=[Deployment("blue")]) as emu:
         emu.add_fault("status=503,times=2")      # the next two requests get a 503
-        ...                                      # call emu.score_url / emu.chat_url with emu.key
+        ...                                      # call emu.score_url / emu.chat_url / emu.completions_url
         assert [r.status for r in emu.requests] == [503, 503, 200]
 
 Per request, a fault can also be asked for with the ``x-emulator-fault: <spec>`` header or a
-``[[fault:<spec>]]`` control word in the last user message (removed before the echo).
+``[[fault:<spec>]]`` control word in the last user message or prompt (removed before the echo).
 
 This package is a leaf: nothing in the core imports it.
 """
@@ -33,10 +36,11 @@ from ._errors import EmulatorError, FaultSpecError, PortInUseError
 from ._faults import Fault, parse_faults
 from ._records import RecordedRequest
 from ._runner import EmulatorThread, serve
-from ._server import CHAT_PATHS, DEPLOYMENT_HEADER, FAULT_HEADER, INFO_PATHS, Emulator
+from ._server import CHAT_PATHS, COMPLETIONS_PATHS, DEPLOYMENT_HEADER, FAULT_HEADER, INFO_PATHS, Emulator
 
 __all__ = [
     "CHAT_PATHS",
+    "COMPLETIONS_PATHS",
     "DEPLOYMENT_HEADER",
     "FAMILIES",
     "FAULT_HEADER",

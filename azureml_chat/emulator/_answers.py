@@ -56,7 +56,8 @@ def control_faults(text: str) -> tuple[str, list[str]]:
 
 
 def control_text(body: Any) -> str:
-    """The text that may hold control words: the last message when it is the user's, or the last prompt.
+    """The text that may hold control words: the last message when it is the user's, or the last prompt
+    (of ``/score`` text generation or of text completions).
 
     Only the *last* message counts, so a tool loop that follows a ``[[fault:...]]`` prompt is not faulted again.
     """
@@ -69,6 +70,9 @@ def control_text(body: Any) -> str:
             items = holder.get(inner)
     if items is None:
         items = body.get("inputs")
+    if items is None:
+        items = body.get("prompt")
+        items = [items] if isinstance(items, str) else items
     if not isinstance(items, list) or not items:
         return ""
     last = items[-1]

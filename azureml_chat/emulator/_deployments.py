@@ -11,7 +11,7 @@ from ._faults import Fault, parse_faults
 
 __all__ = ["FAMILIES", "Deployment"]
 
-# The families the emulator speaks on /score; every family also serves the chat-completions routes.
+# The families the emulator speaks on /score; every family also serves the chat and text completions routes.
 FAMILIES = ("dolly", "gpt2", "hf", "llama", "mistral", "openai")
 _ALIASES = {"custom-openai": "llama"}
 # Catalog models typical of each family, so /info and "model" look like a real deployment's.

@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from ._answers import ECHO_PREFIX, apply_limits, echo
+from ._answers import ECHO_PREFIX, apply_limits, control_faults, echo
 from ._chat import BadRequest, check_message, parse_stop
 
 __all__ = ["CHAT_FAMILIES", "TEXT_FAMILIES", "ScoreRequest", "answer_score", "parse_score_request"]
@@ -105,7 +105,7 @@ def answer_score(family: str, request: ScoreRequest, *, reply: Callable[[], str 
     texts = []
     for prompt in request.prompts:
         scripted = reply()
-        texts.append(limited(ECHO_PREFIX + prompt if scripted is None else scripted))
+        texts.append(limited(ECHO_PREFIX + control_faults(prompt)[0] if scripted is None else scripted))
     if family == "gpt2":
         return [{"0": text} for text in texts]
     if family == "hf":

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeAlias
 
 import attrs
 from aiohttp import web
@@ -23,6 +23,7 @@ from aiohttp.typedefs import Handler
 
 from ._answers import control_faults, control_text
 from ._chat import BadRequest, answer_chat, completion_body, parse_chat_request, stream_chunks
+from ._completions import answer_completion, completion_chunks, parse_completion_request, text_body
 from ._deployments import Deployment
 from ._errors import EmulatorError, FaultSpecError, platform_error, score_error
 from ._faults import Fault, FaultSchedule, error_response, first_match, parse_faults
@@ -33,12 +34,15 @@ from ._wire import bind, close_connection, json_body, json_error, sse
 if TYPE_CHECKING:
     from ._runner import EmulatorThread
 
-__all__ = ["CHAT_PATHS", "DEPLOYMENT_HEADER", "FAULT_HEADER", "INFO_PATHS", "Emulator"]
+__all__ = ["CHAT_PATHS", "COMPLETIONS_PATHS", "DEPLOYMENT_HEADER", "FAULT_HEADER", "INFO_PATHS", "Emulator"]
 
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions", "/models/chat/completions")
+COMPLETIONS_PATHS = ("/v1/completions", "/completions")
 INFO_PATHS = ("/info", "/models/info")
 DEPLOYMENT_HEADER = "azureml-model-deployment"
 FAULT_HEADER = "x-emulator-fault"
+# Which request dialect a handler speaks: /score in a non-OpenAI family's shape, chat or text completions.
+Dialect: TypeAlias = Literal["score", "chat", "completions"]
 _CLIENT_REQUEST_ID = "x-ms-client-request-id"
 _EXCHANGE = "azureml_chat.emulator.exchange"
 # Bodies with base64 images run to megabytes; aiohttp's default 1 MiB limit would turn them into 413s.
@@ -157,6 +161,11 @@ class Emulator:
     def chat_url(self) -> str:
         """The OpenAI-compatible chat-completions URL (``/v1/chat/completions``)."""
         return self.url + CHAT_PATHS[0]
+
+    @property
+    def completions_url(self) -> str:
+        """The OpenAI-compatible text-completions URL (``/v1/completions``)."""
+        return self.url + COMPLETIONS_PATHS[0]
 
     @property
     def info_url(self) -> str:
@@ -294,7 +303,7 @@ class Emulator:
                 f"azureml-chat emulator listening on {self.url}",
                 f"  {key}",
                 f"  deployments: {deployments}",
-                f"  routes: POST /score, POST {', '.join(CHAT_PATHS)}, GET /info",
+                f"  routes: POST /score, POST {', '.join(CHAT_PATHS + COMPLETIONS_PATHS)}, GET /info",
                 "Press Ctrl-C to stop.",
             ]
         )
@@ -318,6 +327,8 @@ class Emulator:
         app.router.add_post("/score", self._handle_score)
         for path in CHAT_PATHS:
             app.router.add_post(path, self._handle_chat)
+        for path in COMPLETIONS_PATHS:
+            app.router.add_post(path, self._handle_completions)
         for path in INFO_PATHS:
             app.router.add_get(path, self._handle_info)
         app.on_response_prepare.append(self._on_prepare)
@@ -403,17 +414,21 @@ class Emulator:
         )
 
     async def _handle_chat(self, request: web.Request) -> web.StreamResponse:
-        return await self._answer(request, openai=True)
+        return await self._answer(request, "chat")
+
+    async def _handle_completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer(request, "completions")
 
     async def _handle_score(self, request: web.Request) -> web.StreamResponse:
         deployment = _exchange(request).deployment
         assert deployment is not None
-        return await self._answer(request, openai=deployment.family == "openai")
+        return await self._answer(request, "chat" if deployment.family == "openai" else "score")
 
-    async def _answer(self, request: web.Request, *, openai: bool) -> web.StreamResponse:
+    async def _answer(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
         exchange = _exchange(request)
         deployment, body = exchange.deployment, exchange.body
         assert deployment is not None
+        openai = dialect != "score"
         exchange.stream = openai and isinstance(body, Mapping) and body.get("stream") is True
         try:
             specs = [*request.headers.getall(FAULT_HEADER, []), *control_faults(control_text(body))[1]]
@@ -436,8 +451,10 @@ class Emulator:
         try:
             if body is None:
                 raise BadRequest("the request body is not valid JSON")
-            if openai:
+            if dialect == "chat":
                 return await self._chat(request, exchange, deployment, fault)
+            if dialect == "completions":
+                return await self._complete(request, exchange, deployment, fault)
             answer = answer_score(
                 deployment.family,
                 parse_score_request(deployment.family, body),
@@ -470,6 +487,21 @@ class Emulator:
             )
             return json_body(body, fault)
         chunks = stream_chunks(answer, completion_id=completion_id, created=created, model=deployment.model)
+        return await sse(request, [json.dumps(chunk) for chunk in chunks], fault)
+
+    async def _complete(
+        self, request: web.Request, exchange: _Exchange, deployment: Deployment, fault: Fault | None
+    ) -> web.StreamResponse:
+        refuse_extras = request.headers.get("extra-parameters", "").strip().lower() == "error"
+        completion = parse_completion_request(exchange.body, refuse_extras=refuse_extras)
+        answers = answer_completion(completion, reply=lambda: self._next_reply(deployment))
+        completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        if not completion.stream:
+            body = text_body(answers, completion_id=completion_id, created=created, model=deployment.model)
+            return json_body(body, fault)
+        chunks = completion_chunks(
+            answers, completion_id=completion_id, created=created, model=deployment.model
+        )
         return await sse(request, [json.dumps(chunk) for chunk in chunks], fault)
 
 

@@ -1,7 +1,8 @@
 """The formatter registry: model family name -> :class:`ContentFormatter`.
 
-Built in: ``openai``, ``llama`` (alias ``custom-openai``), ``mistral``. Register your own for a custom
-``score.py``::
+Built in: the chat families ``openai`` (which also completes text on ``/v1/completions``), ``llama`` (alias
+``custom-openai``) and ``mistral``, and the ``/score`` text-generation families ``gpt2``, ``hf`` and ``dolly``.
+Register your own for a custom ``score.py``::
 
     class MyFormatter(ContentFormatter):
         name = "my-model"
@@ -10,6 +11,9 @@ Built in: ``openai``, ``llama`` (alias ``custom-openai``), ``mistral``. Register
         def parse_response(self, route, body): ...
 
     register_formatter("my-model", MyFormatter())
+
+A text-generation ``score.py`` lists its routes in ``completion_routes`` too and implements
+``build_completion_request(route, prompt, params, *, stream)`` and ``parse_completion(route, body)`` instead.
 """
 
 from __future__ import annotations
@@ -22,13 +26,18 @@ from .._serialization import messages_to_wire
 from ._base import ContentFormatter, Route
 from ._openai import OpenAIFormatter
 from ._score import LlamaFormatter, MistralFormatter
+from ._textgen import DollyFormatter, GPT2Formatter, HFFormatter, TextGenerationFormatter
 
 __all__ = [
     "ContentFormatter",
+    "DollyFormatter",
+    "GPT2Formatter",
+    "HFFormatter",
     "LlamaFormatter",
     "MistralFormatter",
     "OpenAIFormatter",
     "Route",
+    "TextGenerationFormatter",
     "available_formatters",
     "get_formatter",
     "messages_to_wire",
@@ -105,3 +114,6 @@ def available_formatters() -> tuple[str, ...]:
 register_formatter("openai", OpenAIFormatter())
 register_formatter("llama", LlamaFormatter(), aliases=("custom-openai",))
 register_formatter("mistral", MistralFormatter())
+register_formatter("gpt2", GPT2Formatter())
+register_formatter("hf", HFFormatter())
+register_formatter("dolly", DollyFormatter())

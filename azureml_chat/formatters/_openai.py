@@ -1,4 +1,5 @@
-"""OpenAI chat completions: the serverless dialect, and vLLM-style dedicated deployments."""
+"""OpenAI chat completions (the serverless dialect, and vLLM-style dedicated deployments) and OpenAI text
+completions (``/v1/completions``: ``{"prompt": ...}`` in, ``choices[0].text`` out)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,19 @@ from typing import Any, ClassVar
 
 from .._errors import StreamError
 from .._messages import AssistantMessage, Message, ToolCall
-from .._responses import ChatChunk, ChatResponse, ToolCallDelta
+from .._responses import ChatChunk, ChatResponse, CompletionChunk, CompletionResponse, ToolCallDelta
 from .._serialization import converter, messages_to_wire, structure_usage
 from ._base import ContentFormatter, Route
 
-__all__ = ["OpenAIFormatter", "build_chat_completions", "parse_chat_chunk", "parse_chat_completion"]
+__all__ = [
+    "OpenAIFormatter",
+    "build_chat_completions",
+    "build_text_completions",
+    "parse_chat_chunk",
+    "parse_chat_completion",
+    "parse_text_completion",
+    "parse_text_completion_chunk",
+]
 
 
 def build_chat_completions(
@@ -87,6 +96,67 @@ def parse_chat_chunk(formatter: ContentFormatter, data: Any) -> ChatChunk:
     )
 
 
+def build_text_completions(prompt: str, params: Mapping[str, Any], *, stream: bool) -> dict[str, Any]:
+    """The text-completions body: ``prompt`` as given, then every parameter at the top level."""
+    body: dict[str, Any] = {"prompt": prompt, **params}
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def parse_text_completion(formatter: ContentFormatter, body: Any) -> CompletionResponse:
+    """Read ``choices[0].text`` (and finish reason, usage, model, id) from a text-completions body."""
+    if not isinstance(body, dict):
+        raise formatter.shape_error("expected a JSON object with 'choices'", body, completion=True)
+    choice = _choice_zero(body.get("choices"))
+    if choice is None:
+        raise formatter.shape_error("'choices' must be a non-empty list of objects", body, completion=True)
+    if "text" not in choice:
+        raise formatter.shape_error("'choices[0]' has no 'text'", body, completion=True)
+    text = choice["text"]
+    if text is not None and not isinstance(text, str):
+        raise formatter.shape_error("'choices[0].text' must be a string or null", body, completion=True)
+    return CompletionResponse(
+        # A null text (a filtered completion) is no text, not a malformed body.
+        text=text or "",
+        finish_reason=_optional_str(choice.get("finish_reason")),
+        usage=structure_usage(body.get("usage")),
+        model=_optional_str(body.get("model")),
+        id=_optional_str(body.get("id")),
+        raw=body,
+    )
+
+
+def parse_text_completion_chunk(formatter: ContentFormatter, data: Any) -> CompletionChunk:
+    """Read one streamed ``text_completion`` event: the text delta of choice 0 and any usage."""
+    if not isinstance(data, dict):
+        raise StreamError(f"stream event is not a JSON object [formatter: {formatter.name}]: {data!r:.200}")
+    error = data.get("error")
+    if error is not None:
+        from .._errors import error_message
+
+        raise StreamError(f"the endpoint reported an error mid-stream: {error_message(data) or error!r:.500}")
+    choice = _choice_zero(data.get("choices")) or {}
+    return CompletionChunk(
+        text=_optional_str(choice.get("text")) or "",
+        finish_reason=_optional_str(choice.get("finish_reason")),
+        usage=structure_usage(data.get("usage")),
+        model=_optional_str(data.get("model")),
+        id=_optional_str(data.get("id")),
+        raw=data,
+    )
+
+
+def _choice_zero(choices: Any) -> dict[str, Any] | None:
+    # With n > 1, choices arrive tagged by index (in a stream, one index per event): only index 0 is the answer.
+    if not isinstance(choices, list):
+        return None
+    for choice in choices:
+        if isinstance(choice, dict) and choice.get("index", 0) == 0:
+            return choice
+    return None
+
+
 def _tool_call_deltas(raw: Any) -> tuple[ToolCallDelta, ...]:
     if not isinstance(raw, list):
         return ()
@@ -113,14 +183,19 @@ def _optional_str(value: Any) -> str | None:
 
 
 class OpenAIFormatter(ContentFormatter):
-    """OpenAI chat completions on every route (vLLM-style deployments serve it on ``/score`` too)."""
+    """OpenAI chat completions on ``/score`` (vLLM-style deployments) and chat-completions routes; OpenAI text
+    completions on ``/v1/completions``."""
 
     name: ClassVar[str] = "openai"
+    routes: ClassVar[frozenset[Route]] = frozenset(Route)
+    completion_routes: ClassVar[frozenset[Route]] = frozenset({Route.COMPLETIONS})
     streaming_routes: ClassVar[frozenset[Route]] = frozenset(Route)
 
     def build_request(
         self, route: Route, messages: Sequence[Message], params: Mapping[str, Any], *, stream: bool
     ) -> dict[str, Any]:
+        if route in self.completion_routes:
+            raise self.cannot_chat(route)
         return build_chat_completions(messages, params, stream=stream)
 
     def parse_response(self, route: Route, body: Any) -> ChatResponse:
@@ -128,3 +203,16 @@ class OpenAIFormatter(ContentFormatter):
 
     def parse_chunk(self, route: Route, data: Any) -> ChatChunk | None:
         return parse_chat_chunk(self, data)
+
+    def build_completion_request(
+        self, route: Route, prompt: str, params: Mapping[str, Any], *, stream: bool
+    ) -> dict[str, Any]:
+        if route not in self.completion_routes:
+            raise self.cannot_complete(route)
+        return build_text_completions(prompt, params, stream=stream)
+
+    def parse_completion(self, route: Route, body: Any) -> CompletionResponse:
+        return parse_text_completion(self, body)
+
+    def parse_completion_chunk(self, route: Route, data: Any) -> CompletionChunk | None:
+        return parse_text_completion_chunk(self, data)

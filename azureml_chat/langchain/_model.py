@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from .._client import AsyncChatClient
 from .._config import Secret, Timeout
+from .._errors import ConfigurationError
 from .._messages import UserMessage
 from .._responses import ChatResponse
 from .._retry import RetryPolicy
@@ -150,6 +151,12 @@ class AzureMLChatModel(BaseChatModel):
         # Resolve and check everything now, with the client's own rules; a ConfigurationError is a ValueError,
         # so it surfaces as a pydantic ValidationError, as LangChain users expect.
         probe = AsyncChatClient(**self._client_arguments())
+        if not probe.formatter.can_chat(probe.route):
+            raise ConfigurationError(
+                f"endpoint_url must end with a chat route for AzureMLChatModel: formatter "
+                f"{probe.formatter.name!r} completes text on {probe.endpoint_url!r} and cannot chat there "
+                "(use AsyncChatClient.complete() for text completion)"
+            )
         config = probe._config
         self.endpoint_url = probe.endpoint_url
         self.endpoint_type = probe.endpoint_type

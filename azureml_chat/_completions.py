@@ -1,0 +1,158 @@
+"""Text completion: ``complete(prompt)`` and ``stream_complete(prompt)`` on text-generation endpoints.
+
+The same pipeline as chat (parameters merged per call, one body encoded once, the client's headers, auth,
+rate limiter, retries and transport), with a prompt instead of messages and the formatter's completion hooks.
+The family and the URL's route decide whether a client completes text (``gpt2``/``hf``/``dolly`` on
+``/score``, ``openai`` on ``/v1/completions``); anything else is an :class:`InvalidRequestError` before a
+request is sent.
+
+These are functions of an :class:`~azureml_chat.AsyncChatClient`; its ``complete`` and ``stream_complete``
+methods delegate here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import attrs
+
+from ._codec import decode_json, encode_json
+from ._completion_stream import AsyncCompletionStream
+from ._config import Timeout
+from ._errors import InvalidRequestError
+from ._params import merge_params
+from ._ratelimit import Ticket
+from ._responses import CompletionResponse, Usage
+
+if TYPE_CHECKING:
+    from ._client import AsyncChatClient
+
+__all__ = ["complete", "stream_complete"]
+
+# Keys the client sets itself; passing them as model parameters would break the call's contract.
+_RESERVED = {
+    "prompt": "pass the prompt as the first argument",
+    "messages": "complete() takes a prompt; call chat() for messages",
+    "stream": "call stream_complete(...) to stream",
+}
+
+
+async def complete(
+    client: AsyncChatClient,
+    prompt: str,
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    stop: str | list[str] | None = None,
+    seed: int | None = None,
+    timeout: float | Timeout | None = None,
+    deployment: str | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    **model_params: Any,
+) -> CompletionResponse:
+    """Send ``prompt`` through ``client`` and return the whole completion (see ``AsyncChatClient.complete``)."""
+    common = _common(max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop, seed=seed)
+    body, headers, call_timeout = _prepare(
+        client, prompt, common, model_params, timeout, deployment, extra_headers, stream=False
+    )
+    return await _send(client, body, headers, call_timeout)
+
+
+def stream_complete(
+    client: AsyncChatClient,
+    prompt: str,
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    stop: str | list[str] | None = None,
+    seed: int | None = None,
+    timeout: float | Timeout | None = None,
+    deployment: str | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    **model_params: Any,
+) -> AsyncCompletionStream:
+    """Send ``prompt`` through ``client`` and stream the completion (see ``AsyncChatClient.stream_complete``).
+
+    Invalid arguments raise here, before anything is sent; the request goes out on the first iteration.
+    """
+    config = client._config
+    route = config.endpoint.route
+    streams = route in config.formatter.streaming_routes
+    common = _common(max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop, seed=seed)
+    body, headers, call_timeout = _prepare(
+        client, prompt, common, model_params, timeout, deployment, extra_headers, stream=streams
+    )
+    limiter = client._limiter
+    ticket: Ticket | None = None
+
+    async def opener() -> aiohttp.ClientResponse | CompletionResponse:
+        nonlocal ticket
+        if not streams:
+            return await _send(client, body, headers, call_timeout)
+        response, ticket = await client._open_stream(body, headers, call_timeout)
+        return response
+
+    def on_release(usage: Usage | None) -> None:
+        # The rate limiter's ticket is held for as long as the stream is open, as for chat streams.
+        if ticket is not None:
+            limiter.finish(ticket)
+        if usage is not None and streams:
+            limiter.charge(usage.total_tokens)
+
+    return AsyncCompletionStream(
+        opener,
+        formatter=config.formatter,
+        route=route,
+        request_id=headers["x-ms-client-request-id"],
+        max_event_bytes=client._max_event_bytes,
+        on_release=on_release,
+    )
+
+
+def _common(**given: Any) -> dict[str, Any]:
+    """The common model parameters of a call (``None`` ones are dropped by ``merge_params``)."""
+    return given
+
+
+def _prepare(
+    client: AsyncChatClient,
+    prompt: str,
+    common: Mapping[str, Any],
+    model_params: Mapping[str, Any],
+    timeout: float | Timeout | None,
+    deployment: str | None,
+    extra_headers: Mapping[str, str] | None,
+    *,
+    stream: bool,
+) -> tuple[bytes, dict[str, str], Timeout]:
+    """Check everything a completion call was given and build its body, headers and timeout (nothing is sent)."""
+    config = client._config
+    route, formatter = config.endpoint.route, config.formatter
+    if not formatter.can_complete(route):
+        raise formatter.cannot_complete(route)
+    if not isinstance(prompt, str):
+        raise InvalidRequestError(f"prompt must be a string, got {type(prompt).__name__}")
+    for name in sorted((model_params.keys() | config.model_kwargs.keys()) & _RESERVED.keys()):
+        raise InvalidRequestError(f"{name!r} is not a model parameter: {_RESERVED[name]}")
+    params = merge_params(config.model_kwargs, common, model_params)
+    body = encode_json(formatter.build_completion_request(route, prompt, params, stream=stream))
+    return body, client._request_headers(deployment, extra_headers), client._call_timeout(timeout)
+
+
+async def _send(
+    client: AsyncChatClient, body: bytes, headers: dict[str, str], timeout: Timeout
+) -> CompletionResponse:
+    config = client._config
+    raw = await client._post(body, headers, timeout)
+    response = config.formatter.parse_completion(
+        config.endpoint.route, decode_json(raw.body, config.formatter.name)
+    )
+    if response.usage is not None:
+        client._limiter.charge(response.usage.total_tokens)
+    return attrs.evolve(
+        response, request_id=raw.headers.get("x-request-id") or headers["x-ms-client-request-id"]
+    )
