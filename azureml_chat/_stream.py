@@ -1,4 +1,7 @@
-"""``AsyncChatStream``: an async iterator of :class:`ChatChunk` that always releases its connection.
+"""Streams: async iterators of chunks that always release their connection.
+
+``_BaseStream`` holds the machinery; ``AsyncChatStream`` (chat chunks) and ``AsyncCompletionStream``
+(text-completion chunks, in ``_completion_stream.py``) only say how to parse.
 
 Opening the stream (send, check the status) is retried like any call; once a chunk may have reached the
 caller nothing is retried, and any failure is a :class:`StreamError`. The HTTP response is released on
@@ -12,7 +15,7 @@ import json
 from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import aiohttp
 
@@ -25,7 +28,10 @@ from .formatters import ContentFormatter, Route
 
 __all__ = ["AsyncChatStream", "StreamAccumulator"]
 
-Opener = Callable[[], Awaitable["aiohttp.ClientResponse | ChatResponse"]]
+ChunkT = TypeVar("ChunkT")
+ResponseT = TypeVar("ResponseT")
+ChunkT_contra = TypeVar("ChunkT_contra", contravariant=True)
+ResponseT_co = TypeVar("ResponseT_co", covariant=True)
 
 
 class StreamAccumulator:
@@ -93,15 +99,23 @@ def chunk_from_response(response: ChatResponse) -> ChatChunk:
     )
 
 
-class AsyncChatStream:
-    """The chunks of one streamed answer. Use ``async with client.stream(...) as stream: async for ...``.
+class _Accumulator(Protocol[ChunkT_contra, ResponseT_co]):
+    usage: Usage | None
 
-    After the last chunk, :meth:`final_response` gives the aggregated :class:`ChatResponse`.
-    """
+    def add(self, chunk: ChunkT_contra) -> None: ...
+
+    def response(self, *, request_id: str | None) -> ResponseT_co: ...
+
+
+class _BaseStream(Generic[ChunkT, ResponseT]):
+    """The machinery of every stream: open (retried by the opener), decode SSE, hand out chunks one by one,
+    aggregate them, and release the connection on every way out. Subclasses say how to parse."""
+
+    _what: ClassVar[str] = "answer"  # for messages: "the answer may be truncated"
 
     def __init__(
         self,
-        opener: Opener,
+        opener: Callable[[], Awaitable[aiohttp.ClientResponse | ResponseT]],
         *,
         formatter: ContentFormatter,
         route: Route,
@@ -116,19 +130,36 @@ class AsyncChatStream:
         self._request_id = request_id
         self._decoder = SSEDecoder(max_event_bytes=max_event_bytes)
         self._response: aiohttp.ClientResponse | None = None
-        self._ready: deque[ChatChunk] = deque()
-        self._accumulator = StreamAccumulator()
+        self._ready: deque[ChunkT] = deque()
+        self._accumulator = self._new_accumulator()
         self._opened = False
         self._finished = False
         self._closed = False
+
+    # --- what a subclass defines ---------------------------------------------------------------------------
+
+    def _new_accumulator(self) -> _Accumulator[ChunkT, ResponseT]:
+        raise NotImplementedError
+
+    def _whole_chunk(self, response: ResponseT) -> ChunkT:
+        """The whole answer as one chunk (routes that cannot stream, servers that ignore ``stream``)."""
+        raise NotImplementedError
+
+    def _parse_body(self, body: Any) -> ResponseT:
+        raise NotImplementedError
+
+    def _parse_event(self, data: Any) -> ChunkT | None:
+        raise NotImplementedError
+
+    # --- public ----------------------------------------------------------------------------------------------
 
     @property
     def request_id(self) -> str:
         """The server's ``x-request-id`` once the stream is open, else our client request id."""
         return self._request_id
 
-    def final_response(self) -> ChatResponse:
-        """The whole answer, aggregated from every chunk (content joined, tool calls reassembled, usage).
+    def final_response(self) -> ResponseT:
+        """The whole answer, aggregated from every chunk.
 
         Raises:
             RuntimeError: if the stream has not been read to its end.
@@ -140,7 +171,7 @@ class AsyncChatStream:
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> ChatChunk:
+    async def __anext__(self) -> ChunkT:
         if self._closed:
             raise StopAsyncIteration
         while not self._ready:
@@ -176,21 +207,22 @@ class AsyncChatStream:
         await self.aclose()
 
     def __del__(self) -> None:
-        # Synchronous and idempotent: a stream dropped after `break` without `async with` gives its socket back.
-        response = self.__dict__.get("_response")
-        if response is not None:
-            response.close()
+        # Synchronous and idempotent: a stream dropped after `break` without `async with` gives back its socket
+        # and its rate-limit ticket.
+        if self.__dict__.get("_response") is not None or self.__dict__.get("_on_release") is not None:
+            self._release(drop=True)
 
-    # --- internals ---------------------------------------------------------------------------------------
+    # --- internals -------------------------------------------------------------------------------------------
 
     async def _open(self) -> None:
         opened = await self._opener()
         self._opened = True
-        if isinstance(opened, ChatResponse):
+        if not isinstance(opened, aiohttp.ClientResponse):
             # The route cannot stream (classic /score): the whole answer is one chunk.
-            self._request_id = opened.request_id or self._request_id
-            self._ready.append(chunk_from_response(opened))
+            self._request_id = getattr(opened, "request_id", None) or self._request_id
+            self._ready.append(self._whole_chunk(opened))
             self._finished = True
+            self._release(drop=False)
             return
         self._response = opened
         self._request_id = opened.headers.get("x-request-id") or self._request_id
@@ -202,9 +234,8 @@ class AsyncChatStream:
         try:
             body = await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise StreamError(f"the connection broke while reading the answer: {exc!r}") from exc
-        parsed = self._formatter.parse_response(self._route, decode_json(body, self._formatter.name))
-        self._ready.append(chunk_from_response(parsed))
+            raise StreamError(f"the connection broke while reading the {self._what}: {exc!r}") from exc
+        self._ready.append(self._whole_chunk(self._parse_body(decode_json(body, self._formatter.name))))
         self._finish()
 
     async def _read_more(self) -> None:
@@ -217,7 +248,7 @@ class AsyncChatStream:
             raise StreamError(f"the connection broke mid-stream: {type(exc).__name__}: {exc}") from exc
         if not piece:
             self._decoder.close()
-            raise StreamError("the stream ended without [DONE]: the answer may be truncated")
+            raise StreamError(f"the stream ended without [DONE]: the {self._what} may be truncated")
         for event in self._decoder.feed(piece):
             if event.data == "[DONE]":
                 self._finish()
@@ -227,7 +258,7 @@ class AsyncChatStream:
                 raise StreamError(
                     f"the endpoint reported an error mid-stream: {error_message(data) or data!r:.500}"
                 )
-            chunk = self._formatter.parse_chunk(self._route, data)
+            chunk = self._parse_event(data)
             if chunk is not None:
                 self._ready.append(chunk)
 
@@ -246,6 +277,26 @@ class AsyncChatStream:
                 response.close()
             else:
                 response.release()
+
+
+class AsyncChatStream(_BaseStream[ChatChunk, ChatResponse]):
+    """The chunks of one streamed answer. Use ``async with client.stream(...) as stream: async for ...``.
+
+    After the last chunk, :meth:`final_response` gives the aggregated :class:`ChatResponse`: content joined,
+    tool calls reassembled by index, usage from the usage event.
+    """
+
+    def _new_accumulator(self) -> StreamAccumulator:
+        return StreamAccumulator()
+
+    def _whole_chunk(self, response: ChatResponse) -> ChatChunk:
+        return chunk_from_response(response)
+
+    def _parse_body(self, body: Any) -> ChatResponse:
+        return self._formatter.parse_response(self._route, body)
+
+    def _parse_event(self, data: Any) -> ChatChunk | None:
+        return self._formatter.parse_chunk(self._route, data)
 
 
 def _load_event(data: str) -> Any:

@@ -12,19 +12,18 @@ import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar, overload
+from typing import Any, Generic, Literal, Self, TypeVar, overload
 
 from . import _defaults
 from ._batch import Conversation
 from ._client import AsyncChatClient, _langchain_module
-from ._completion_stream import CompletionStream
 from ._config import Secret
 from ._errors import AzureMLChatError, ConfigurationError
 from ._messages import Message
-from ._responses import ChatChunk, ChatResponse, CompletionResponse
-from ._stream import AsyncChatStream
+from ._responses import ChatChunk, ChatResponse, CompletionChunk, CompletionResponse
+from ._stream import ChunkT, ResponseT, _BaseStream
 
-__all__ = ["ChatStream", "Client"]
+__all__ = ["ChatStream", "Client", "CompletionStream"]
 
 T = TypeVar("T")
 
@@ -222,28 +221,28 @@ class Client:
         return "Client" + repr(self._async).removeprefix("AsyncChatClient")
 
 
-class ChatStream:
-    """The synchronous view of an :class:`AsyncChatStream`: each ``next()`` pulls one chunk from the loop."""
+class _SyncStream(Generic[ChunkT, ResponseT]):
+    """The synchronous view of an async stream: each ``next()`` pulls one chunk from the client's loop."""
 
-    def __init__(self, stream: AsyncChatStream, loop_thread: _LoopThread) -> None:
+    def __init__(self, stream: _BaseStream[ChunkT, ResponseT], loop_thread: _LoopThread) -> None:
         self._stream = stream
         self._loop_thread = loop_thread
 
     @property
     def request_id(self) -> str:
-        """See :attr:`AsyncChatStream.request_id`."""
+        """The server's ``x-request-id`` once the stream is open, else our client request id."""
         return self._stream.request_id
 
-    def __iter__(self) -> Iterator[ChatChunk]:
+    def __iter__(self) -> Iterator[ChunkT]:
         return self
 
-    def __next__(self) -> ChatChunk:
+    def __next__(self) -> ChunkT:
         try:
             return self._loop_thread.run(_next_chunk(self._stream))
         except StopAsyncIteration:
             raise StopIteration from None
 
-    def final_response(self) -> ChatResponse:
+    def final_response(self) -> ResponseT:
         """The aggregated answer, once the stream was read to its end."""
         return self._stream.final_response()
 
@@ -269,5 +268,14 @@ class ChatStream:
             loop_thread.call_soon(stream.release_now)
 
 
-async def _next_chunk(stream: AsyncChatStream) -> ChatChunk:
+class ChatStream(_SyncStream[ChatChunk, ChatResponse]):
+    """The synchronous view of an :class:`AsyncChatStream`. Use ``with client.stream(...) as stream:``."""
+
+
+class CompletionStream(_SyncStream[CompletionChunk, CompletionResponse]):
+    """The synchronous view of an :class:`AsyncCompletionStream`. Use
+    ``with client.stream_complete(prompt) as stream: for chunk in stream: ...``."""
+
+
+async def _next_chunk(stream: _BaseStream[ChunkT, Any]) -> ChunkT:
     return await stream.__anext__()

@@ -20,7 +20,9 @@ from hypothesis import strategies as st
 
 from azureml_chat import (
     AsyncChatClient,
+    AsyncCompletionStream,
     Client,
+    CompletionStream,
     ConfigurationError,
     ContentFormatter,
     InvalidRequestError,
@@ -37,7 +39,6 @@ from azureml_chat import (
 )
 from azureml_chat import formatters as registry
 from azureml_chat._codec import encode_json
-from azureml_chat._completion_stream import AsyncCompletionStream, CompletionStream
 from azureml_chat._completions import complete, stream_complete
 from azureml_chat._responses import CompletionChunk, CompletionResponse
 from azureml_chat.emulator import Deployment, Emulator
