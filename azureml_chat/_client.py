@@ -9,7 +9,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar, overload
+from typing import Any, Literal, Protocol, Self, TypeVar, cast, overload
 
 import aiohttp
 import attrs
@@ -42,6 +42,15 @@ from .formatters import ContentFormatter, Route
 __all__ = ["AsyncChatClient"]
 
 T = TypeVar("T")
+StreamT = TypeVar("StreamT")
+
+
+class _Answer(Protocol):
+    @property
+    def usage(self) -> Usage | None: ...
+
+
+AnswerT = TypeVar("AnswerT", bound=_Answer)
 
 _USER_AGENT = f"azureml-chat/{__version__} python/{platform.python_version()} aiohttp/{aiohttp.__version__}"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9-]{1,40}$")
@@ -222,7 +231,7 @@ class AsyncChatClient:
         body, headers, call_timeout = self._prepare(
             messages, _common(locals()), model_params, timeout, deployment, extra_headers, stream=False
         )
-        return await self._send(body, headers, call_timeout)
+        return await self._send(body, headers, call_timeout, self._config.formatter.parse_response)
 
     def stream(
         self,
@@ -257,29 +266,13 @@ class AsyncChatClient:
         body, headers, call_timeout = self._prepare(
             messages, _common(locals()), model_params, timeout, deployment, extra_headers, stream=streams
         )
-        limiter = self._limiter
-        ticket: Ticket | None = None
-
-        async def opener() -> aiohttp.ClientResponse | ChatResponse:
-            nonlocal ticket
-            if not streams:
-                return await self._send(body, headers, call_timeout)
-            response, ticket = await self._open_stream(body, headers, call_timeout)
-            return response
-
-        def on_release(usage: Usage | None) -> None:
-            if ticket is not None:
-                limiter.finish(ticket)
-            if usage is not None and streams:
-                limiter.charge(usage.total_tokens)
-
-        return AsyncChatStream(
-            opener,
-            formatter=config.formatter,
-            route=route,
-            request_id=headers["x-ms-client-request-id"],
-            max_event_bytes=self._max_event_bytes,
-            on_release=on_release,
+        return self._streamed(
+            AsyncChatStream,
+            body,
+            headers,
+            call_timeout,
+            streams=streams,
+            parse=config.formatter.parse_response,
         )
 
     @overload
@@ -510,16 +503,54 @@ class AsyncChatClient:
         )
         return body, self._request_headers(deployment, extra_headers), self._call_timeout(timeout)
 
-    async def _send(self, body: bytes, headers: dict[str, str], timeout: Timeout) -> ChatResponse:
+    async def _send(
+        self, body: bytes, headers: dict[str, str], timeout: Timeout, parse: Callable[[Route, Any], AnswerT]
+    ) -> AnswerT:
+        """POST with retries, ``parse`` the 2xx body, charge its tokens, and stamp the request id."""
         config = self._config
         raw = await self._post(body, headers, timeout)
-        response = config.formatter.parse_response(
-            config.endpoint.route, decode_json(raw.body, config.formatter.name)
-        )
+        response = parse(config.endpoint.route, decode_json(raw.body, config.formatter.name))
         if response.usage is not None:
             self._limiter.charge(response.usage.total_tokens)
-        return attrs.evolve(
-            response, request_id=raw.headers.get("x-request-id") or headers["x-ms-client-request-id"]
+        request_id = raw.headers.get("x-request-id") or headers["x-ms-client-request-id"]
+        # Both answer types are frozen attrs classes with request_id; mypy cannot see that through the TypeVar.
+        return cast(AnswerT, attrs.evolve(cast(Any, response), request_id=request_id))
+
+    def _streamed(
+        self,
+        stream_cls: Callable[..., StreamT],
+        body: bytes,
+        headers: dict[str, str],
+        timeout: Timeout,
+        *,
+        streams: bool,
+        parse: Callable[[Route, Any], Any],
+    ) -> StreamT:
+        """A stream of ``stream_cls`` that opens on first use (a plain request when the route cannot stream),
+        holding its rate-limiter ticket until it is released."""
+        limiter = self._limiter
+        ticket: Ticket | None = None
+
+        async def opener() -> Any:
+            nonlocal ticket
+            if not streams:
+                return await self._send(body, headers, timeout, parse)
+            response, ticket = await self._open_stream(body, headers, timeout)
+            return response
+
+        def on_release(usage: Usage | None) -> None:
+            if ticket is not None:
+                limiter.finish(ticket)
+            if usage is not None and streams:  # a plain request was charged by _send already
+                limiter.charge(usage.total_tokens)
+
+        return stream_cls(
+            opener,
+            formatter=self._config.formatter,
+            route=self._config.endpoint.route,
+            request_id=headers["x-ms-client-request-id"],
+            max_event_bytes=self._max_event_bytes,
+            on_release=on_release,
         )
 
     async def _post(self, body: bytes, headers: dict[str, str], timeout: Timeout) -> RawResponse:

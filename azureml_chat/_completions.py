@@ -15,16 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-import attrs
-
-from ._codec import decode_json, encode_json
+from ._codec import encode_json
 from ._completion_stream import AsyncCompletionStream
 from ._config import Timeout
 from ._errors import InvalidRequestError
 from ._params import merge_params
-from ._ratelimit import Ticket
-from ._responses import CompletionResponse, Usage
+from ._responses import CompletionResponse
 
 if TYPE_CHECKING:
     from ._client import AsyncChatClient
@@ -58,7 +54,7 @@ async def complete(
     body, headers, call_timeout = _prepare(
         client, prompt, common, model_params, timeout, deployment, extra_headers, stream=False
     )
-    return await _send(client, body, headers, call_timeout)
+    return await client._send(body, headers, call_timeout, client._config.formatter.parse_completion)
 
 
 def stream_complete(
@@ -86,30 +82,13 @@ def stream_complete(
     body, headers, call_timeout = _prepare(
         client, prompt, common, model_params, timeout, deployment, extra_headers, stream=streams
     )
-    limiter = client._limiter
-    ticket: Ticket | None = None
-
-    async def opener() -> aiohttp.ClientResponse | CompletionResponse:
-        nonlocal ticket
-        if not streams:
-            return await _send(client, body, headers, call_timeout)
-        response, ticket = await client._open_stream(body, headers, call_timeout)
-        return response
-
-    def on_release(usage: Usage | None) -> None:
-        # The rate limiter's ticket is held for as long as the stream is open, as for chat streams.
-        if ticket is not None:
-            limiter.finish(ticket)
-        if usage is not None and streams:
-            limiter.charge(usage.total_tokens)
-
-    return AsyncCompletionStream(
-        opener,
-        formatter=config.formatter,
-        route=route,
-        request_id=headers["x-ms-client-request-id"],
-        max_event_bytes=client._max_event_bytes,
-        on_release=on_release,
+    return client._streamed(
+        AsyncCompletionStream,
+        body,
+        headers,
+        call_timeout,
+        streams=streams,
+        parse=config.formatter.parse_completion,
     )
 
 
@@ -141,18 +120,3 @@ def _prepare(
     params = merge_params(config.model_kwargs, common, model_params)
     body = encode_json(formatter.build_completion_request(route, prompt, params, stream=stream))
     return body, client._request_headers(deployment, extra_headers), client._call_timeout(timeout)
-
-
-async def _send(
-    client: AsyncChatClient, body: bytes, headers: dict[str, str], timeout: Timeout
-) -> CompletionResponse:
-    config = client._config
-    raw = await client._post(body, headers, timeout)
-    response = config.formatter.parse_completion(
-        config.endpoint.route, decode_json(raw.body, config.formatter.name)
-    )
-    if response.usage is not None:
-        client._limiter.charge(response.usage.total_tokens)
-    return attrs.evolve(
-        response, request_id=raw.headers.get("x-request-id") or headers["x-ms-client-request-id"]
-    )
