@@ -229,7 +229,24 @@ class AsyncChatClient:
             ResponseFormatError: a 2xx body that is not the formatter's shape.
         """
         body, headers, call_timeout = self._prepare(
-            messages, _common(locals()), model_params, timeout, deployment, extra_headers, stream=False
+            messages,
+            _given(
+                temperature,
+                top_p,
+                max_tokens,
+                stop,
+                seed,
+                tools,
+                tool_choice,
+                response_format,
+                presence_penalty,
+                frequency_penalty,
+            ),
+            model_params,
+            timeout,
+            deployment,
+            extra_headers,
+            stream=False,
         )
         return await self._send(body, headers, call_timeout, self._config.formatter.parse_response)
 
@@ -264,7 +281,24 @@ class AsyncChatClient:
         route = config.endpoint.route
         streams = route in config.formatter.streaming_routes
         body, headers, call_timeout = self._prepare(
-            messages, _common(locals()), model_params, timeout, deployment, extra_headers, stream=streams
+            messages,
+            _given(
+                temperature,
+                top_p,
+                max_tokens,
+                stop,
+                seed,
+                tools,
+                tool_choice,
+                response_format,
+                presence_penalty,
+                frequency_penalty,
+            ),
+            model_params,
+            timeout,
+            deployment,
+            extra_headers,
+            stream=streams,
         )
         return self._streamed(
             AsyncChatStream,
@@ -557,6 +591,27 @@ class AsyncChatClient:
         """POST with retries; each attempt is admitted by the rate limiter and carries a fresh token."""
         transport = self._transport
         limiter = self._limiter
+        if self._auth is None and limiter.open:
+            # The happy path: one direct await, no closure or wrapper; retries are set up only after a failure.
+            try:
+                return await transport.post(self._url, body, headers, timeout)
+            except AzureMLChatError as exc:
+                if isinstance(exc, RateLimitError):
+                    limiter.throttled(exc.retry_after)
+                first_failure = exc
+            return await self._config.retry.call_after(
+                first_failure, self._post_attempt(body, headers, timeout), describe=self._describe
+            )
+        return await self._config.retry.call(
+            self._refreshing_on_401(self._post_attempt(body, headers, timeout)), describe=self._describe
+        )
+
+    def _post_attempt(
+        self, body: bytes, headers: dict[str, str], timeout: Timeout
+    ) -> Callable[[], Awaitable[RawResponse]]:
+        """One POST attempt, admitted by the rate limiter, with a fresh token when there is a credential."""
+        transport = self._transport
+        limiter = self._limiter
 
         async def attempt() -> RawResponse:
             ticket = None if limiter.open else await limiter.admit()
@@ -570,7 +625,7 @@ class AsyncChatClient:
                 if ticket is not None:
                     limiter.finish(ticket)
 
-        return await self._config.retry.call(self._refreshing_on_401(attempt), describe=self._describe)
+        return attempt
 
     async def _open_stream(
         self, body: bytes, headers: dict[str, str], timeout: Timeout
@@ -717,6 +772,6 @@ _COMMON_PARAMS = (
 )
 
 
-def _common(arguments: Mapping[str, Any]) -> dict[str, Any]:
-    """The common model parameters out of a ``chat``/``stream`` call's arguments."""
-    return {name: arguments[name] for name in _COMMON_PARAMS}
+def _given(*values: Any) -> dict[str, Any]:
+    """The common model parameters that were given (not None), by name, from ``chat``'s arguments in order."""
+    return {name: value for name, value in zip(_COMMON_PARAMS, values, strict=True) if value is not None}

@@ -8,12 +8,22 @@ from typing import Any
 
 from ._errors import InvalidRequestError, ResponseFormatError
 
-__all__ = ["decode_json", "encode_json"]
+try:  # the `fast` extra: 3-8x faster than the stdlib on these payloads (docs/performance.md)
+    import orjson
+except ImportError:  # pragma: no cover - exercised by the stdlib-only CI job
+    orjson = None  # type: ignore[assignment]
+
+__all__ = ["decode_json", "encode_json", "loads"]
 
 
 def encode_json(body: Mapping[str, Any]) -> bytes:
     """The request body as compact UTF-8 JSON."""
     try:
+        if orjson is not None:
+            try:
+                return orjson.dumps(body)
+            except TypeError:
+                pass  # what orjson refuses (non-str keys, ints over 64 bits) goes to the stdlib to decide
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     except (TypeError, ValueError) as exc:
         raise InvalidRequestError(f"the request cannot be encoded as JSON: {exc}") from None
@@ -22,7 +32,7 @@ def encode_json(body: Mapping[str, Any]) -> bytes:
 def decode_json(raw: bytes, formatter: str) -> Any:
     """Parse a 2xx body; a JSON string that itself holds JSON (custom ``score.py``) is decoded twice."""
     try:
-        value = json.loads(raw)
+        value = orjson.loads(raw) if orjson is not None else json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         text = raw[:300].decode("utf-8", errors="replace")
         hint = (
@@ -37,3 +47,8 @@ def decode_json(raw: bytes, formatter: str) -> Any:
             except ValueError:
                 pass
     return value
+
+
+def loads(text: str) -> Any:
+    """Parse JSON text (one stream event) with the fastest codec available; ``ValueError`` when invalid."""
+    return orjson.loads(text) if orjson is not None else json.loads(text)

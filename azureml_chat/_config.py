@@ -79,7 +79,7 @@ def _check_seconds(value: float | None, name: str) -> None:
         )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, cache_hash=True)  # hashed on every call by client_timeout's lru_cache
 class Timeout:
     """Timeouts of one attempt, in seconds (``None`` disables one).
 

@@ -146,48 +146,29 @@ class UnprocessableEntityError(APIStatusError):
 
 
 class ModelError(APIStatusError):
-    """424: the model container failed; its own status is in ``inner_status_code``.
+    """424: the model container failed; its own status is in ``inner_status_code``."""
 
-    Attributes:
-        inner_status_code: ``ms-azureml-model-error-statuscode``, the container's real status.
-        inner_reason: ``ms-azureml-model-error-reason``.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int,
-        request_id: str | None = None,
-        body: object = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message, status_code=status_code, request_id=request_id, body=body, headers=headers)
+    @property
+    def inner_status_code(self) -> int | None:
+        """``ms-azureml-model-error-statuscode``: the status the model container really answered."""
         raw = self.headers.get("ms-azureml-model-error-statuscode")
-        self.inner_status_code: int | None = int(raw) if raw is not None and raw.strip().isdigit() else None
-        self.inner_reason: str | None = self.headers.get("ms-azureml-model-error-reason")
+        return int(raw) if raw is not None and raw.strip().isdigit() else None
+
+    @property
+    def inner_reason(self) -> str | None:
+        """``ms-azureml-model-error-reason``."""
+        return self.headers.get("ms-azureml-model-error-reason")
 
 
 class RateLimitError(APIStatusError):
-    """429: too many requests in flight or per second.
+    """429: too many requests in flight or per second."""
 
-    Attributes:
-        retry_after: seconds the endpoint asked us to wait, when it said.
-    """
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds the endpoint asked us to wait (``retry-after-ms``, ``Retry-After``, ...), when it said."""
+        from ._retry import parse_retry_after  # _retry imports this module
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int,
-        request_id: str | None = None,
-        body: object = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message, status_code=status_code, request_id=request_id, body=body, headers=headers)
-        from ._retry import parse_retry_after
-
-        self.retry_after: float | None = parse_retry_after(self.headers)
+        return parse_retry_after(self.headers)
 
 
 class InternalServerError(APIStatusError):

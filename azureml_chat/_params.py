@@ -32,12 +32,17 @@ def merge_params(
     Raises:
         InvalidRequestError: for a parameter of the wrong type, or one the client owns.
     """
-    params = dict(model_kwargs)
-    for layer in ({name: value for name, value in common.items() if value is not None}, extra):
-        for name, value in layer.items():
-            params.pop(name, None)
-            params[name] = value
-    for name in params.keys() & _RESERVED.keys():
+    given = {name: value for name, value in common.items() if value is not None}
+    if not model_kwargs:
+        # Named keywords and **extra can never share a name, so this keeps "the last layer last" too.
+        params = {**given, **extra}
+    else:
+        params = dict(model_kwargs)
+        for layer in (given, extra):
+            for name, value in layer.items():
+                params.pop(name, None)
+                params[name] = value
+    for name in params.keys() & _RESERVED.keys() if "messages" in params or "stream" in params else ():
         raise InvalidRequestError(f"{name!r} is not a model parameter: {_RESERVED[name]}")
     for name in _NUMBERS:
         if name in params:

@@ -156,9 +156,15 @@ class RetryPolicy:
         try:
             return await attempt()
         except AzureMLChatError as exc:
-            if self.max_retries == 0 or not retry_decision(exc, max_retry_after=self.max_retry_after).retry:
-                raise
-            first_failure: AzureMLChatError | None = exc
+            return await self.call_after(exc, attempt, describe=describe)
+
+    async def call_after(
+        self, exc: AzureMLChatError, attempt: Callable[[], Awaitable[T]], *, describe: str
+    ) -> T:
+        """Go on after a first attempt (made by the caller) failed with ``exc``: raise it, or retry."""
+        if self.max_retries == 0 or not retry_decision(exc, max_retry_after=self.max_retry_after).retry:
+            raise exc
+        first_failure: AzureMLChatError | None = exc
 
         async def replay_then_attempt() -> T:
             # tenacity cannot be seeded with an outcome, so the first failure is replayed as its attempt 1:

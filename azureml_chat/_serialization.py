@@ -143,6 +143,12 @@ converter.register_structure_hook(
 
 def message_to_wire(message: Message) -> dict[str, Any]:
     """One message in the OpenAI chat shape (``role`` first, unset optional fields omitted)."""
+    if (
+        isinstance(message, (SystemMessage, UserMessage))
+        and message.name is None
+        and type(message.content) is str
+    ):
+        return {"role": message.role, "content": message.content}  # the common case, without cattrs
     wire: dict[str, Any] = {"role": message.role, **converter.unstructure(message)}
     if message.role == "assistant" and wire.get("content") is None and "tool_calls" not in wire:
         wire["content"] = ""
@@ -270,6 +276,13 @@ def structure_usage(value: Any) -> Usage | None:
     """Token counts from a ``usage`` object; ``None`` when absent or unusable (usage is never worth failing for)."""
     if not isinstance(value, Mapping):
         return None
+    prompt, completion, total = (
+        value.get("prompt_tokens"),
+        value.get("completion_tokens"),
+        value.get("total_tokens"),
+    )
+    if type(prompt) is int and type(completion) is int and type(total) is int:
+        return Usage(prompt, completion, total)  # the common case, without cattrs
     counts = {
         key: value[key]
         for key in ("prompt_tokens", "completion_tokens", "total_tokens")

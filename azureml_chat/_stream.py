@@ -11,7 +11,6 @@ exhaustion, ``break`` (through ``async with`` or garbage collection), an error, 
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -19,11 +18,11 @@ from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import aiohttp
 
-from ._codec import decode_json
+from ._codec import decode_json, loads
 from ._errors import StreamError, error_message
 from ._messages import AssistantMessage, ToolCall
 from ._responses import ChatChunk, ChatResponse, ToolCallDelta, Usage
-from ._sse import SSEDecoder
+from ._sse import ServerSentEvent, SSEDecoder
 from .formatters import ContentFormatter, Route
 
 __all__ = ["AsyncChatStream", "StreamAccumulator"]
@@ -131,6 +130,9 @@ class _BaseStream(Generic[ChunkT, ResponseT]):
         self._decoder = SSEDecoder(max_event_bytes=max_event_bytes)
         self._response: aiohttp.ClientResponse | None = None
         self._ready: deque[ChunkT] = deque()
+        # Events decoded but not parsed yet: parsed one per __anext__, so a burst of events neither delays
+        # the first chunk nor runs ahead of the caller (and usage is counted only once it was handed out).
+        self._events: deque[ServerSentEvent] = deque()
         self._accumulator = self._new_accumulator()
         self._opened = False
         self._finished = False
@@ -164,7 +166,7 @@ class _BaseStream(Generic[ChunkT, ResponseT]):
         Raises:
             RuntimeError: if the stream has not been read to its end.
         """
-        if not self._finished or self._ready:
+        if not self._finished or self._ready or self._events:
             raise RuntimeError("the stream is not finished: read it to the end before final_response()")
         return self._accumulator.response(request_id=self._request_id)
 
@@ -178,7 +180,9 @@ class _BaseStream(Generic[ChunkT, ResponseT]):
             if self._finished or self._closed:
                 raise StopAsyncIteration
             try:
-                if not self._opened:
+                if self._events:
+                    self._parse_next_event()
+                elif not self._opened:
                     await self._open()
                 else:
                     await self._read_more()
@@ -249,18 +253,26 @@ class _BaseStream(Generic[ChunkT, ResponseT]):
         if not piece:
             self._decoder.close()
             raise StreamError(f"the stream ended without [DONE]: the {self._what} may be truncated")
-        for event in self._decoder.feed(piece):
-            if event.data == "[DONE]":
-                self._finish()
-                return
-            data = _load_event(event.data)
-            if event.event == "error":
-                raise StreamError(
-                    f"the endpoint reported an error mid-stream: {error_message(data) or data!r:.500}"
-                )
-            chunk = self._parse_event(data)
-            if chunk is not None:
-                self._ready.append(chunk)
+        self._events.extend(self._decoder.feed(piece))
+
+    def _parse_next_event(self) -> None:
+        event = self._events.popleft()
+        if event.data == "[DONE]":
+            self._events.clear()  # nothing after [DONE] counts
+            self._finish()
+            return
+        data = _load_event(event.data)
+        if event.event == "error":
+            raise StreamError(
+                f"the endpoint reported an error mid-stream: {error_message(data) or data!r:.500}"
+            )
+        chunk = self._parse_event(data)
+        if chunk is not None:
+            self._ready.append(chunk)
+
+    def buffered(self) -> bool:
+        """Whether the next chunk (or the end) can be had without waiting for the network."""
+        return bool(self._ready or self._events) or self._finished or self._closed
 
     def _finish(self) -> None:
         self._finished = True
@@ -301,6 +313,6 @@ class AsyncChatStream(_BaseStream[ChatChunk, ChatResponse]):
 
 def _load_event(data: str) -> Any:
     try:
-        return json.loads(data)
+        return loads(data)
     except ValueError:
         raise StreamError(f"a stream event is not JSON: {data[:200]!r}") from None

@@ -10,6 +10,7 @@ import concurrent.futures
 import contextlib
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Generic, Literal, Self, TypeVar, overload
@@ -30,6 +31,8 @@ T = TypeVar("T")
 # How often a waiting caller wakes up; it bounds how late Ctrl-C is noticed on platforms whose lock waits
 # cannot be interrupted. A finished call is seen at once either way.
 _POLL_SECONDS = 0.2
+# How many ready chunks a sync stream takes from the loop thread in one trip.
+_BATCH = 64
 # How long close() waits for the loop thread to finish its shutdown.
 _JOIN_SECONDS = 5.0
 
@@ -227,6 +230,9 @@ class _SyncStream(Generic[ChunkT, ResponseT]):
     def __init__(self, stream: _BaseStream[ChunkT, ResponseT], loop_thread: _LoopThread) -> None:
         self._stream = stream
         self._loop_thread = loop_thread
+        # Chunks fetched in one trip to the loop thread (a hop costs more than parsing a chunk).
+        self._batch: deque[ChunkT] = deque()
+        self._error: BaseException | None = None
 
     @property
     def request_id(self) -> str:
@@ -237,10 +243,30 @@ class _SyncStream(Generic[ChunkT, ResponseT]):
         return self
 
     def __next__(self) -> ChunkT:
+        if not self._batch:
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            self._batch.extend(self._loop_thread.run(self._next_chunks()))
+            if not self._batch:
+                raise StopIteration
+        return self._batch.popleft()
+
+    async def _next_chunks(self) -> list[ChunkT]:
+        """The next chunk plus those that need no network wait (at most ``_BATCH``); empty at the end. An
+        error after some chunks is kept for the next call, so no chunk that arrived is lost."""
+        chunks: list[ChunkT] = []
         try:
-            return self._loop_thread.run(_next_chunk(self._stream))
+            chunks.append(await self._stream.__anext__())
+            while len(chunks) < _BATCH and self._stream.buffered():
+                chunks.append(await self._stream.__anext__())
         except StopAsyncIteration:
-            raise StopIteration from None
+            pass
+        except Exception as exc:
+            if not chunks:
+                raise
+            self._error = exc
+        return chunks
 
     def final_response(self) -> ResponseT:
         """The aggregated answer, once the stream was read to its end."""
@@ -275,7 +301,3 @@ class ChatStream(_SyncStream[ChatChunk, ChatResponse]):
 class CompletionStream(_SyncStream[CompletionChunk, CompletionResponse]):
     """The synchronous view of an :class:`AsyncCompletionStream`. Use
     ``with client.stream_complete(prompt) as stream: for chunk in stream: ...``."""
-
-
-async def _next_chunk(stream: _BaseStream[ChunkT, Any]) -> ChunkT:
-    return await stream.__anext__()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -207,3 +208,33 @@ async def test_rate_limit_over_the_cap_fails_fast_for_every_call() -> None:
             started = time.monotonic()
             assert (await client.chat(HI)).content
             assert time.monotonic() - started < 2
+
+
+async def test_a_stream_charges_its_usage_once_read() -> None:
+    """A stream's usage event is charged to the token budget when the stream ends, also when the whole stream
+    (usage event and [DONE] included) arrives in a single read."""
+
+    async def one_write(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        events = [
+            {"choices": [{"index": 0, "delta": {"content": "hi"}}]},
+            {"choices": [], "usage": {"prompt_tokens": 300, "completion_tokens": 200, "total_tokens": 500}},
+        ]
+        await response.write(
+            b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in events) + b"data: [DONE]\n\n"
+        )
+        await response.write_eof()
+        return response
+
+    async for base in serve({"/v1/chat/completions": one_write}):
+        limit = RateLimit(tokens_per_minute=60_000)  # refills 1,000 tokens/s: 500 spent is plainly visible
+        async with AsyncChatClient(base + "/v1/chat/completions", KEY, rate_limit=limit) as client:
+            bucket = client._limiter._tokens
+            assert bucket is not None
+            async with client.stream(HI) as stream:
+                async for _ in stream:
+                    pass
+            spent = bucket.capacity - bucket.level
+    assert 400 <= spent <= 500

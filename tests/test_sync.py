@@ -195,3 +195,33 @@ def test_ctrl_c_cancels_the_request(server: ThreadedServer) -> None:
     assert float(lines[0].split()[-1]) < 5
     assert "acquired 0" == lines[1]
     assert 1 == server.cancelled  # the server saw the request abandoned, not left running
+
+
+def test_chunks_before_a_mid_stream_error_are_not_lost() -> None:
+    """A sync stream hands out every chunk that arrived before a mid-stream error, then raises it."""
+    from azureml_chat import StreamError
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for word in ("one", "two", "three"):
+            await response.write(
+                f'data: {{"choices": [{{"index": 0, "delta": {{"content": "{word}"}}}}]}}\n\n'.encode()
+            )
+        await response.write(b'data: {"error": {"message": "overloaded"}}\n\n')
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    running = ThreadedServer(app)
+    try:
+        with Client(running.url, "key") as client, client.stream(HI) as stream:
+            received: list[str | None] = []
+            with pytest.raises(StreamError, match="overloaded"):
+                for chunk in stream:
+                    received.append(chunk.content)
+        assert ["one", "two", "three"] == received
+    finally:
+        running.close()
