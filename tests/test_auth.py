@@ -181,3 +181,18 @@ async def test_credential_returning_garbage_is_a_configuration_error() -> None:
     provider = TokenProvider(lambda: 12)
     with pytest.raises(ConfigurationError, match="int"):
         await provider.token()
+
+
+async def test_credential_against_the_emulator() -> None:
+    """Through the public client against the emulator: the credential's token is the bearer the endpoint
+    checks, fetched once for chat, stream and a second call."""
+    from azureml_chat.emulator import Deployment, Emulator
+
+    credential = AsyncCredential()
+    async with Emulator(key="token-1", deployments=[Deployment("m", family="openai")]) as emu:
+        async with AsyncChatClient(emu.chat_url, credential=credential) as client:
+            assert "hi" in ((await client.chat(HI)).content or "")
+            chunks = [chunk.content async for chunk in client.stream(HI) if chunk.content]
+        assert "hi" in "".join(chunks)
+        assert [200, 200] == [record.status for record in emu.requests]
+    assert 1 == credential.calls
