@@ -85,7 +85,9 @@ class Timeout:
 
     Attributes:
         connect: connecting, including the wait for a free pooled connection.
-        read: idle time allowed between two reads (body bytes, or stream events).
+        read: for a stream, the idle time allowed between two events; for a non-streaming call, whose
+            answer arrives all at once when the model is done, the whole wait (the attempt is bounded by
+            ``min(read, total)``).
         total: the whole attempt, body (or stream) included.
     """
 

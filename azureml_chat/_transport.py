@@ -57,6 +57,7 @@ class Transport:
         self._max_connections = max_connections
         self._proxy = proxy
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def closed(self) -> bool:
@@ -66,6 +67,15 @@ class Transport:
         """The session, created on first use inside the running loop (aiohttp binds it to that loop)."""
         if self._closed:
             raise RuntimeError("this client is closed; create a new one")
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError(
+                "this AsyncChatClient is bound to the event loop it first ran in (aiohttp sessions cannot move "
+                "between loops); create one client per loop, e.g. inside the coroutine you pass to asyncio.run(), "
+                "or use the sync Client"
+            )
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections, ttl_dns_cache=_defaults.DNS_CACHE_TTL

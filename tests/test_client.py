@@ -8,6 +8,9 @@ import importlib.metadata
 import json
 import logging
 import re
+import subprocess
+import sys
+import textwrap
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -831,3 +834,27 @@ async def test_extra_headers_must_be_a_mapping(bad: Any) -> None:
     async with AsyncChatClient("http://127.0.0.1:9/v1/chat/completions", KEY) as client:
         with pytest.raises(InvalidRequestError, match="extra_headers must be a mapping"):
             await client.chat(HI, extra_headers=bad)
+
+
+def test_a_client_used_from_a_second_event_loop_says_so() -> None:
+    """asyncio.run() twice with one client: the second run gets a clear RuntimeError, not aiohttp's."""
+    script = textwrap.dedent(
+        """
+        import asyncio
+        from azureml_chat import AsyncChatClient, UserMessage
+        client = AsyncChatClient("http://127.0.0.1:9/score", "key", max_retries=0)
+        async def first():
+            client._transport.session()  # what the first call does: bind the session to this loop
+        async def second():
+            try:
+                await client.chat([UserMessage("hi")])
+            except RuntimeError as exc:
+                print(exc)
+        asyncio.run(first())
+        asyncio.run(second())
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "bound to the event loop it first ran in" in done.stdout, done.stderr
