@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from .._errors import StreamError
+from .._errors import StreamError, error_message
 from .._messages import AssistantMessage, Message, ToolCall
 from .._responses import ChatChunk, ChatResponse, CompletionChunk, CompletionResponse, ToolCallDelta
 from .._serialization import converter, messages_to_wire, structure_usage
@@ -66,13 +66,7 @@ def parse_chat_completion(formatter: ContentFormatter, body: Any) -> ChatRespons
 
 def parse_chat_chunk(formatter: ContentFormatter, data: Any) -> ChatChunk:
     """Read one ``chat.completion.chunk`` event: the delta of ``choices[0]`` and any usage."""
-    if not isinstance(data, dict):
-        raise StreamError(f"stream event is not a JSON object [formatter: {formatter.name}]: {data!r:.200}")
-    error = data.get("error")
-    if error is not None:
-        from .._errors import error_message
-
-        raise StreamError(f"the endpoint reported an error mid-stream: {error_message(data) or error!r:.500}")
+    data = _event_object(formatter, data)
     choices = data.get("choices") or ()
     content = role = finish_reason = None
     deltas: tuple[ToolCallDelta, ...] = ()
@@ -129,13 +123,7 @@ def parse_text_completion(formatter: ContentFormatter, body: Any) -> CompletionR
 
 def parse_text_completion_chunk(formatter: ContentFormatter, data: Any) -> CompletionChunk:
     """Read one streamed ``text_completion`` event: the text delta of choice 0 and any usage."""
-    if not isinstance(data, dict):
-        raise StreamError(f"stream event is not a JSON object [formatter: {formatter.name}]: {data!r:.200}")
-    error = data.get("error")
-    if error is not None:
-        from .._errors import error_message
-
-        raise StreamError(f"the endpoint reported an error mid-stream: {error_message(data) or error!r:.500}")
+    data = _event_object(formatter, data)
     choice = _choice_zero(data.get("choices")) or {}
     return CompletionChunk(
         text=_optional_str(choice.get("text")) or "",
@@ -176,6 +164,16 @@ def _tool_call_deltas(raw: Any) -> tuple[ToolCallDelta, ...]:
             )
         )
     return tuple(deltas)
+
+
+def _event_object(formatter: ContentFormatter, data: Any) -> dict[str, Any]:
+    """A stream event's JSON object; a non-object or an ``{"error": ...}`` event is a :class:`StreamError`."""
+    if not isinstance(data, dict):
+        raise StreamError(f"stream event is not a JSON object [formatter: {formatter.name}]: {data!r:.200}")
+    error = data.get("error")
+    if error is not None:
+        raise StreamError(f"the endpoint reported an error mid-stream: {error_message(data) or error!r:.500}")
+    return data
 
 
 def _optional_str(value: Any) -> str | None:
