@@ -252,9 +252,6 @@ class OpenAIAsync(AsyncAdapter):
         return str(completion.choices[0].message.content)
 
     async def stream(self) -> StreamResult:
-        pieces: list[str] = []
-        count = 0
-        first = 0.0
         stream = await self._client.chat.completions.create(
             model=payloads.MODEL,
             messages=payloads.MESSAGES,
@@ -262,15 +259,7 @@ class OpenAIAsync(AsyncAdapter):
             stream=True,
         )
         async with stream:
-            async for chunk in stream:
-                if not count:
-                    first = time.perf_counter()
-                count += 1
-                if chunk.choices:
-                    content = chunk.choices[0].delta.content
-                    if content:
-                        pieces.append(content)
-        return count, first, "".join(pieces)
+            return await _drain_openai_style(stream)
 
     async def close(self) -> None:
         await self._client.close()
@@ -300,22 +289,11 @@ class AzureInference(AsyncAdapter):
         return str(completion.choices[0].message.content)
 
     async def stream(self) -> StreamResult:
-        pieces: list[str] = []
-        count = 0
-        first = 0.0
         response = await self._client.complete(
             messages=self._messages, max_tokens=payloads.STREAM_TOKENS, model=payloads.MODEL, stream=True
         )
         async with response:
-            async for update in response:
-                if not count:
-                    first = time.perf_counter()
-                count += 1
-                if update.choices:
-                    content = update.choices[0].delta.content
-                    if content:
-                        pieces.append(content)
-        return count, first, "".join(pieces)
+            return await _drain_openai_style(response)
 
     async def close(self) -> None:
         await self._client.close()
@@ -416,3 +394,19 @@ def create(name: str) -> AsyncAdapter | SyncAdapter:
         return ADAPTERS[name]()
     except KeyError:
         raise SystemExit(f"unknown client {name!r}; known: {', '.join(ADAPTERS)}") from None
+
+
+async def _drain_openai_style(stream: Any) -> StreamResult:
+    """Count the chunks of an OpenAI-shaped stream (``choices[0].delta.content``), time the first, join the text."""
+    pieces: list[str] = []
+    count = 0
+    first = 0.0
+    async for chunk in stream:
+        if not count:
+            first = time.perf_counter()
+        count += 1
+        if chunk.choices:
+            content = chunk.choices[0].delta.content
+            if content:
+                pieces.append(content)
+    return count, first, "".join(pieces)
