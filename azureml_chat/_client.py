@@ -49,6 +49,9 @@ class _Answer(Protocol):
     @property
     def usage(self) -> Usage | None: ...
 
+    @property
+    def request_id(self) -> str | None: ...
+
 
 AnswerT = TypeVar("AnswerT", bound=_Answer)
 
@@ -154,6 +157,7 @@ class AsyncChatClient:
         if isinstance(max_event_bytes, bool) or not isinstance(max_event_bytes, int) or max_event_bytes < 1:
             raise ConfigurationError(f"max_event_bytes must be a whole number >= 1, got {max_event_bytes!r}")
         self._max_event_bytes = max_event_bytes
+        self._fresh_answers = _builds_fresh_answers(config.formatter)
 
     # --- public ----------------------------------------------------------------------------------------
 
@@ -541,13 +545,26 @@ class AsyncChatClient:
         self, body: bytes, headers: dict[str, str], timeout: Timeout, parse: Callable[[Route, Any], AnswerT]
     ) -> AnswerT:
         """POST with retries, ``parse`` the 2xx body, charge its tokens, and stamp the request id."""
+        if self._auth is None and self._limiter.open:
+            # The happy path: one direct await, no closure or wrapper; retries are set up only after a failure.
+            try:
+                raw = await self._transport.post(self._url, body, headers, timeout)
+            except AzureMLChatError as exc:
+                raw = await self._retry_after(exc, body, headers, timeout)
+        else:
+            raw = await self._post(body, headers, timeout)
         config = self._config
-        raw = await self._post(body, headers, timeout)
         response = parse(config.endpoint.route, decode_json(raw.body, config.formatter.name))
         if response.usage is not None:
             self._limiter.charge(response.usage.total_tokens)
         request_id = raw.headers.get("x-request-id") or headers["x-ms-client-request-id"]
-        # Both answer types are frozen attrs classes with request_id; mypy cannot see that through the TypeVar.
+        if self._fresh_answers:
+            # The package's own parsers return a new object every call, still unseen by anyone: stamping it
+            # costs a fraction of the copy that attrs.evolve makes (docs/performance.md).
+            object.__setattr__(response, "request_id", request_id)
+            return response
+        # A formatter's own parser may hand out a shared answer: stamp a copy. Both answer types are frozen
+        # attrs classes; mypy cannot see that through the TypeVar.
         return cast(AnswerT, attrs.evolve(cast(Any, response), request_id=request_id))
 
     def _streamed(
@@ -589,21 +606,18 @@ class AsyncChatClient:
 
     async def _post(self, body: bytes, headers: dict[str, str], timeout: Timeout) -> RawResponse:
         """POST with retries; each attempt is admitted by the rate limiter and carries a fresh token."""
-        transport = self._transport
-        limiter = self._limiter
-        if self._auth is None and limiter.open:
-            # The happy path: one direct await, no closure or wrapper; retries are set up only after a failure.
-            try:
-                return await transport.post(self._url, body, headers, timeout)
-            except AzureMLChatError as exc:
-                if isinstance(exc, RateLimitError):
-                    limiter.throttled(exc.retry_after)
-                first_failure = exc
-            return await self._config.retry.call_after(
-                first_failure, self._post_attempt(body, headers, timeout), describe=self._describe
-            )
         return await self._config.retry.call(
             self._refreshing_on_401(self._post_attempt(body, headers, timeout)), describe=self._describe
+        )
+
+    async def _retry_after(
+        self, failure: AzureMLChatError, body: bytes, headers: dict[str, str], timeout: Timeout
+    ) -> RawResponse:
+        """The retries of a happy-path first attempt that failed with ``failure`` (raised if not retryable)."""
+        if isinstance(failure, RateLimitError):
+            self._limiter.throttled(failure.retry_after)
+        return await self._config.retry.call_after(
+            failure, self._post_attempt(body, headers, timeout), describe=self._describe
         )
 
     def _post_attempt(
@@ -700,6 +714,15 @@ class AsyncChatClient:
             raise InvalidRequestError(str(exc)) from None
 
 
+def _builds_fresh_answers(formatter: ContentFormatter) -> bool:
+    """True when the formatter parses with the package's own code, which builds a new answer every call."""
+    cls = type(formatter)
+    return all(
+        getattr(cls, name).__module__.startswith("azureml_chat.")
+        for name in ("parse_response", "parse_completion")
+    )
+
+
 def _base_headers(config: ClientConfig) -> dict[str, str]:
     """Headers every request carries, built once per client."""
     headers = {
@@ -758,20 +781,42 @@ def _langchain_module() -> Any:
     return importlib.import_module("azureml_chat.langchain")
 
 
-_COMMON_PARAMS = (
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "stop",
-    "seed",
-    "tools",
-    "tool_choice",
-    "response_format",
-    "presence_penalty",
-    "frequency_penalty",
-)
+def _given(
+    temperature: Any,
+    top_p: Any,
+    max_tokens: Any,
+    stop: Any,
+    seed: Any,
+    tools: Any,
+    tool_choice: Any,
+    response_format: Any,
+    presence_penalty: Any,
+    frequency_penalty: Any,
+) -> dict[str, Any]:
+    """The common model parameters that were given (not None), by name.
 
-
-def _given(*values: Any) -> dict[str, Any]:
-    """The common model parameters that were given (not None), by name, from ``chat``'s arguments in order."""
-    return {name: value for name, value in zip(_COMMON_PARAMS, values, strict=True) if value is not None}
+    Spelled out rather than looped: this runs on every call, and ten plain tests cost a fifth of a
+    comprehension over ten pairs (docs/performance.md).
+    """
+    common: dict[str, Any] = {}
+    if temperature is not None:
+        common["temperature"] = temperature
+    if top_p is not None:
+        common["top_p"] = top_p
+    if max_tokens is not None:
+        common["max_tokens"] = max_tokens
+    if stop is not None:
+        common["stop"] = stop
+    if seed is not None:
+        common["seed"] = seed
+    if tools is not None:
+        common["tools"] = tools
+    if tool_choice is not None:
+        common["tool_choice"] = tool_choice
+    if response_format is not None:
+        common["response_format"] = response_format
+    if presence_penalty is not None:
+        common["presence_penalty"] = presence_penalty
+    if frequency_penalty is not None:
+        common["frequency_penalty"] = frequency_penalty
+    return common

@@ -19,7 +19,7 @@ from ._codec import encode_json
 from ._completion_stream import AsyncCompletionStream
 from ._config import Timeout
 from ._errors import InvalidRequestError
-from ._params import merge_params
+from ._params import given, merge_params
 from ._responses import CompletionResponse
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ async def complete(
     **model_params: Any,
 ) -> CompletionResponse:
     """Send ``prompt`` through ``client`` and return the whole completion (see ``AsyncChatClient.complete``)."""
-    common = _common(max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop, seed=seed)
+    common = given(_COMMON_PARAMS, (max_tokens, temperature, top_p, stop, seed))
     body, headers, call_timeout = _prepare(
         client, prompt, common, model_params, timeout, deployment, extra_headers, stream=False
     )
@@ -78,7 +78,7 @@ def stream_complete(
     config = client._config
     route = config.endpoint.route
     streams = route in config.formatter.streaming_routes
-    common = _common(max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop, seed=seed)
+    common = given(_COMMON_PARAMS, (max_tokens, temperature, top_p, stop, seed))
     body, headers, call_timeout = _prepare(
         client, prompt, common, model_params, timeout, deployment, extra_headers, stream=streams
     )
@@ -92,9 +92,7 @@ def stream_complete(
     )
 
 
-def _common(**given: Any) -> dict[str, Any]:
-    """The common model parameters of a call (``None`` ones are dropped by ``merge_params``)."""
-    return given
+_COMMON_PARAMS = ("max_tokens", "temperature", "top_p", "stop", "seed")
 
 
 def _prepare(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._errors import InvalidRequestError
 
-__all__ = ["merge_params"]
+__all__ = ["given", "merge_params"]
 
 # Parameters the client sets itself; a caller passing them would break the call's contract.
 _RESERVED = {
@@ -20,10 +20,16 @@ _TOOL_CHOICES = ("none", "auto", "required")
 _RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 
 
+def given(names: Iterable[str], values: tuple[Any, ...]) -> dict[str, Any]:
+    """``{name: value}`` for the values that are not ``None``: the keywords a call actually passed."""
+    return {name: value for name, value in zip(names, values, strict=True) if value is not None}
+
+
 def merge_params(
     model_kwargs: Mapping[str, Any], common: Mapping[str, Any], extra: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """``model_kwargs``, overridden by the common keywords that were given, overridden by other keywords.
+    """``model_kwargs``, overridden by the ``common`` keywords that were given (see :func:`given`: no
+    ``None`` values), overridden by other keywords.
 
     Returns a new dict every call, so nothing a call passes can leak into the next one. A key set by a later
     layer is moved to the end, so the dict's order says which layer set it last: a formatter that maps two
@@ -32,13 +38,12 @@ def merge_params(
     Raises:
         InvalidRequestError: for a parameter of the wrong type, or one the client owns.
     """
-    given = {name: value for name, value in common.items() if value is not None}
     if not model_kwargs:
         # Named keywords and **extra can never share a name, so this keeps "the last layer last" too.
-        params = {**given, **extra}
+        params = {**common, **extra}
     else:
         params = dict(model_kwargs)
-        for layer in (given, extra):
+        for layer in (common, extra):
             for name, value in layer.items():
                 params.pop(name, None)
                 params[name] = value

@@ -166,17 +166,22 @@ def messages_from_input(messages: Iterable[Message | Mapping[str, Any]]) -> tupl
     Raises:
         InvalidRequestError: naming the index and the field of the first bad message.
     """
-    if isinstance(messages, (str, bytes, Mapping)):
+    kind = type(messages)
+    if kind is not list and kind is not tuple and isinstance(messages, (str, bytes, Mapping)):
         raise InvalidRequestError(
             "messages must be a list of messages, e.g. [UserMessage('hi')] or [{'role': 'user', 'content': 'hi'}]"
         )
     result: list[Message] = []
     for index, item in enumerate(messages):
+        if type(item) is dict and len(item) == 2:
+            # The common case, {"role": "system"|"user"|"assistant", "content": "<text>"}, without cattrs; a
+            # message built from checked strings has nothing left to check. Anything else takes the full path.
+            role, content = item.get("role"), item.get("content")
+            if type(role) is str and type(content) is str and (cls := _SIMPLE_CLASSES.get(role)) is not None:
+                result.append(cls(content))
+                continue
         if isinstance(item, (SystemMessage, UserMessage, AssistantMessage, ToolMessage)):
             message: Message = item
-        elif isinstance(item, dict) and (simple := _simple_message(item)) is not None:
-            result.append(simple)  # built from checked strings: nothing left to check
-            continue
         elif isinstance(item, Mapping):
             message = _structure_message(item, index)
         else:
@@ -196,19 +201,6 @@ _SIMPLE_CLASSES: dict[str, type[SystemMessage] | type[UserMessage] | type[Assist
     "user": UserMessage,
     "assistant": AssistantMessage,
 }
-
-
-def _simple_message(item: dict[str, Any]) -> Message | None:
-    """The common case, ``{"role": "user"|"system"|"assistant", "content": "<text>"}``, without cattrs.
-
-    Anything else (other keys, non-string content, tool messages) returns ``None`` and takes the full,
-    checked path, which also produces the error messages.
-    """
-    role, content = item.get("role"), item.get("content")
-    if len(item) != 2 or type(role) is not str or type(content) is not str:
-        return None
-    cls = _SIMPLE_CLASSES.get(role)
-    return None if cls is None else cls(content)
 
 
 def _structure_message(item: Mapping[str, Any], index: int) -> Message:

@@ -23,9 +23,9 @@ __all__ = ["RawResponse", "Transport", "client_timeout"]
 logger = logging.getLogger("azureml_chat")
 
 
-@attrs.frozen
+@attrs.define
 class RawResponse:
-    """A complete 2xx response."""
+    """A complete 2xx response (internal; mutable only because slotted plain attributes are cheaper to set)."""
 
     status: int
     headers: CIMultiDictProxy[str]

@@ -44,6 +44,7 @@ from azureml_chat import (
     Usage,
     UserMessage,
 )
+from azureml_chat.formatters import LlamaFormatter, Route
 
 pytestmark = pytest.mark.usefixtures("hermetic_env")
 
@@ -680,6 +681,24 @@ async def test_response_request_id(loopback_server: StartServer) -> None:
         second = await client.chat(HI)
     assert "srv-1" == first.request_id
     assert server.requests[1].headers["x-ms-client-request-id"] == second.request_id
+
+
+async def test_a_custom_parser_s_answer_is_copied_not_stamped(loopback_server: StartServer) -> None:
+    """The package's own parsers build a new answer per call, which is stamped in place; an answer from a
+    formatter's own ``parse_response`` may be shared, so it gets the request id on a copy and stays untouched."""
+
+    shared = ChatResponse(message=AssistantMessage("canned"))
+
+    class Canned(LlamaFormatter):
+        def parse_response(self, route: Route, body: Any) -> ChatResponse:
+            return shared
+
+    server = await loopback_server(scripted(Reply(json={"output": "a"}, headers={"x-request-id": "srv-1"})))
+    async with connect(server, formatter=Canned()) as client:
+        answer = await client.chat(HI)
+    assert ("canned", "srv-1") == (answer.content, answer.request_id)
+    assert shared.request_id is None
+    assert answer is not shared
 
 
 # --- session lifecycle ------------------------------------------------------------------------------------------------

@@ -32,6 +32,10 @@ class Route(enum.Enum):
     COMPLETIONS = "completions"
     """OpenAI-compatible text completions: ``/v1/completions``, ``/completions`` (a prompt in, text out)."""
 
+    # Members are singletons compared by identity; Enum's own __hash__ is Python code, run on every call
+    # (``route in formatter.routes``). Identity hashing is the same contract, in C.
+    __hash__ = object.__hash__
+
 
 # How each route's URL usually ends, for error messages.
 ROUTE_PATHS = {
