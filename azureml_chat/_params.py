@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._errors import InvalidRequestError
@@ -15,7 +15,6 @@ _RESERVED = {
     "messages": "pass messages as the first argument",
     "stream": "call client.stream(...) to stream",
 }
-_NUMBERS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 _TOOL_CHOICES = ("none", "auto", "required")
 _RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 
@@ -47,37 +46,41 @@ def merge_params(
             for name, value in layer.items():
                 params.pop(name, None)
                 params[name] = value
-    for name in params.keys() & _RESERVED.keys() if "messages" in params or "stream" in params else ():
-        raise InvalidRequestError(f"{name!r} is not a model parameter: {_RESERVED[name]}")
-    for name in _NUMBERS:
-        if name in params:
-            _check_number(name, params[name])
-    for name in ("max_tokens", "seed"):
-        if name in params:
-            _check_int(name, params[name], minimum=1 if name == "max_tokens" else None)
-    if "stop" in params:
-        params["stop"] = _check_stop(params["stop"])
-    if "tools" in params:
-        params["tools"] = _check_tools(params["tools"])
-    if "tool_choice" in params:
-        _check_tool_choice(params["tool_choice"])
-    if "response_format" in params:
-        _check_response_format(params["response_format"])
+    # One lookup per key actually passed (usually two or three), rather than one test per known name.
+    for name, value in params.items():
+        check = _CHECKS.get(name)
+        if check is not None:
+            params[name] = check(name, value)  # replaces a value, never adds a key: safe while iterating
     return params
 
 
-def _check_number(name: str, value: Any) -> None:
+def _reserved(name: str, value: Any) -> Any:
+    raise InvalidRequestError(f"{name!r} is not a model parameter: {_RESERVED[name]}")
+
+
+def _check_number(name: str, value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise InvalidRequestError(f"{name} must be a finite number, got {value!r}")
+    return value
 
 
-def _check_int(name: str, value: Any, *, minimum: int | None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
-        floor = f" >= {minimum}" if minimum is not None else ""
-        raise InvalidRequestError(f"{name} must be a whole number{floor}, got {value!r}")
+def _check_int(name: str, value: Any, *, minimum: int | None = None) -> Any:
+    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InvalidRequestError(f"{name} must be a whole number{_floor(minimum)}, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise InvalidRequestError(f"{name} must be a whole number{_floor(minimum)}, got {value!r}")
+    return value
 
 
-def _check_stop(value: Any) -> Any:
+def _floor(minimum: int | None) -> str:
+    return f" >= {minimum}" if minimum is not None else ""
+
+
+def _check_max_tokens(name: str, value: Any) -> Any:
+    return _check_int(name, value, minimum=1)
+
+
+def _check_stop(name: str, value: Any) -> Any:
     if isinstance(value, str):
         return value
     if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
@@ -85,7 +88,7 @@ def _check_stop(value: Any) -> Any:
     raise InvalidRequestError(f"stop must be a string or a list of strings, got {value!r}")
 
 
-def _check_tools(value: Any) -> list[Any]:
+def _check_tools(name: str, value: Any) -> list[Any]:
     if not isinstance(value, (list, tuple)):
         raise InvalidRequestError(f"tools must be a list of tool definitions, got {type(value).__name__}")
     for index, tool in enumerate(value):
@@ -103,19 +106,19 @@ def _check_tools(value: Any) -> list[Any]:
     return list(value)
 
 
-def _check_tool_choice(value: Any) -> None:
-    if value in _TOOL_CHOICES:
-        return
+def _check_tool_choice(name: str, value: Any) -> Any:
+    if isinstance(value, str) and value in _TOOL_CHOICES:
+        return value
     function = value.get("function") if isinstance(value, Mapping) else None
     if isinstance(function, Mapping) and isinstance(function.get("name"), str):
-        return
+        return value
     raise InvalidRequestError(
         f"tool_choice must be one of {', '.join(_TOOL_CHOICES)} or "
         f'{{"type": "function", "function": {{"name": "..."}}}}, got {value!r}'
     )
 
 
-def _check_response_format(value: Any) -> None:
+def _check_response_format(name: str, value: Any) -> Any:
     if not isinstance(value, Mapping) or value.get("type") not in _RESPONSE_FORMATS:
         raise InvalidRequestError(
             f'response_format must be {{"type": "text" | "json_object" | "json_schema", ...}}, got {value!r}'
@@ -124,3 +127,21 @@ def _check_response_format(value: Any) -> None:
         raise InvalidRequestError(
             'response_format json_schema needs {"json_schema": {"name": ..., "schema": {...}}}'
         )
+    return value
+
+
+# What each known parameter must be; a checker returns the value to send (``stop`` and ``tools`` as lists).
+_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "messages": _reserved,
+    "stream": _reserved,
+    "temperature": _check_number,
+    "top_p": _check_number,
+    "presence_penalty": _check_number,
+    "frequency_penalty": _check_number,
+    "max_tokens": _check_max_tokens,
+    "seed": _check_int,
+    "stop": _check_stop,
+    "tools": _check_tools,
+    "tool_choice": _check_tool_choice,
+    "response_format": _check_response_format,
+}

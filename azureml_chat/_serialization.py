@@ -266,7 +266,7 @@ def _check_message(message: Message, index: int) -> None:
 
 def structure_usage(value: Any) -> Usage | None:
     """Token counts from a ``usage`` object; ``None`` when absent or unusable (usage is never worth failing for)."""
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         return None
     prompt, completion, total = (
         value.get("prompt_tokens"),

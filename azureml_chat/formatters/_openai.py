@@ -47,19 +47,26 @@ def parse_chat_completion(formatter: ContentFormatter, body: Any) -> ChatRespons
     content = message.get("content")
     if content is not None and not isinstance(content, str):
         raise formatter.shape_error("'choices[0].message.content' must be a string or null", body)
-    raw_calls = message.get("tool_calls") or []
-    if not isinstance(raw_calls, list):
-        raise formatter.shape_error("'choices[0].message.tool_calls' must be a list", body)
-    try:
-        tool_calls = tuple(converter.structure(call, ToolCall) for call in raw_calls)
-    except (TypeError, ValueError) as exc:
-        raise formatter.shape_error(f"a tool call is malformed ({exc})", body) from None
+    raw_calls = message.get("tool_calls")
+    if raw_calls:
+        if not isinstance(raw_calls, list):
+            raise formatter.shape_error("'choices[0].message.tool_calls' must be a list", body)
+        try:
+            answer = AssistantMessage(
+                content, tool_calls=[converter.structure(call, ToolCall) for call in raw_calls]
+            )
+        except (TypeError, ValueError) as exc:
+            raise formatter.shape_error(f"a tool call is malformed ({exc})", body) from None
+    else:
+        answer = AssistantMessage(content)
+    # Inline type tests rather than helper calls: this runs once per answer (docs/performance.md).
+    finish_reason, model, completion_id = choice.get("finish_reason"), body.get("model"), body.get("id")
     return ChatResponse(
-        message=AssistantMessage(content, tool_calls=tool_calls),
-        finish_reason=_optional_str(choice.get("finish_reason")),
+        message=answer,
+        finish_reason=finish_reason if type(finish_reason) is str else None,
         usage=structure_usage(body.get("usage")),
-        model=_optional_str(body.get("model")),
-        id=_optional_str(body.get("id")),
+        model=model if type(model) is str else None,
+        id=completion_id if type(completion_id) is str else None,
         raw=body,
     )
 
