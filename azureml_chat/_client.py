@@ -33,11 +33,12 @@ from ._params import merge_params
 from ._ratelimit import RateLimit, RateLimiter, Ticket
 from ._responses import ChatResponse, CompletionResponse, Usage
 from ._retry import RetryPolicy
-from ._serialization import messages_from_input
+from ._serialization import messages_from_input, plain_messages
 from ._stream import AsyncChatStream
 from ._transport import RawResponse, Transport
 from ._version import __version__
-from .formatters import ContentFormatter, Route
+from .formatters import ContentFormatter, OpenAIFormatter, Route
+from .formatters._openai import chat_completions_body
 
 __all__ = ["AsyncChatClient"]
 
@@ -158,6 +159,10 @@ class AsyncChatClient:
             raise ConfigurationError(f"max_event_bytes must be a whole number >= 1, got {max_event_bytes!r}")
         self._max_event_bytes = max_event_bytes
         self._fresh_answers = _builds_fresh_answers(config.formatter)
+        # The package's OpenAI formatter, chatting: its body for plain-dict messages can be built directly.
+        self._plain_openai = type(config.formatter).build_request is OpenAIFormatter.build_request and (
+            config.formatter.can_chat(config.endpoint.route)
+        )
 
     # --- public ----------------------------------------------------------------------------------------
 
@@ -534,12 +539,19 @@ class AsyncChatClient:
     ) -> tuple[bytes, dict[str, str], Timeout]:
         """Check everything a call was given and build its body, headers and timeout (nothing is sent)."""
         config = self._config
-        checked = messages_from_input(messages)
         params = merge_params(config.model_kwargs, common, model_params)
-        body = encode_json(
-            config.formatter.build_request(config.endpoint.route, checked, params, stream=stream)
+        if self._plain_openai and (wire := plain_messages(messages)) is not None:
+            # The OpenAI formatter's body for plain-dict messages, without building message objects only to
+            # turn them back into the same dicts (docs/performance.md).
+            request = chat_completions_body(wire, params, stream=stream)
+        else:
+            checked = messages_from_input(messages)
+            request = config.formatter.build_request(config.endpoint.route, checked, params, stream=stream)
+        return (
+            encode_json(request),
+            self._request_headers(deployment, extra_headers),
+            self._call_timeout(timeout),
         )
-        return body, self._request_headers(deployment, extra_headers), self._call_timeout(timeout)
 
     async def _send(
         self, body: bytes, headers: dict[str, str], timeout: Timeout, parse: Callable[[Route, Any], AnswerT]

@@ -8,7 +8,7 @@ never as defaulted fields, which avoids the omit-if-default trap (sdk_design.md 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
@@ -28,7 +28,14 @@ from ._messages import (
 )
 from ._responses import Usage
 
-__all__ = ["converter", "message_to_wire", "messages_from_input", "messages_to_wire", "structure_usage"]
+__all__ = [
+    "converter",
+    "message_to_wire",
+    "messages_from_input",
+    "messages_to_wire",
+    "plain_messages",
+    "structure_usage",
+]
 
 converter = make_converter()
 
@@ -173,13 +180,10 @@ def messages_from_input(messages: Iterable[Message | Mapping[str, Any]]) -> tupl
         )
     result: list[Message] = []
     for index, item in enumerate(messages):
-        if type(item) is dict and len(item) == 2:
-            # The common case, {"role": "system"|"user"|"assistant", "content": "<text>"}, without cattrs; a
-            # message built from checked strings has nothing left to check. Anything else takes the full path.
-            role, content = item.get("role"), item.get("content")
-            if type(role) is str and type(content) is str and (cls := _SIMPLE_CLASSES.get(role)) is not None:
-                result.append(cls(content))
-                continue
+        if _is_plain(item):
+            # Built from checked strings, without cattrs: nothing left to check.
+            result.append(_SIMPLE_CLASSES[item["role"]](item["content"]))
+            continue
         if isinstance(item, (SystemMessage, UserMessage, AssistantMessage, ToolMessage)):
             message: Message = item
         elif isinstance(item, Mapping):
@@ -201,6 +205,26 @@ _SIMPLE_CLASSES: dict[str, type[SystemMessage] | type[UserMessage] | type[Assist
     "user": UserMessage,
     "assistant": AssistantMessage,
 }
+
+
+def _is_plain(item: object) -> TypeGuard[dict[str, str]]:
+    """The common case, exactly ``{"role": "system"|"user"|"assistant", "content": "<text>"}``: its wire form is
+    itself. Anything else (other keys, non-string content, tool messages) takes the full, checked path."""
+    if type(item) is not dict or len(item) != 2:
+        return False
+    role, content = item.get("role"), item.get("content")
+    return type(content) is str and type(role) is str and role in _SIMPLE_CLASSES
+
+
+def plain_messages(messages: object) -> list[dict[str, str]] | None:
+    """``messages`` itself when it is a non-empty list of plain dicts (:func:`_is_plain`), ready for the wire
+    with nothing to convert; ``None`` otherwise (then :func:`messages_from_input` checks and converts)."""
+    if type(messages) is not list or not messages:
+        return None
+    for item in messages:
+        if not _is_plain(item):
+            return None
+    return messages
 
 
 def _structure_message(item: Mapping[str, Any], index: int) -> Message:

@@ -123,13 +123,67 @@ async def test_text_arrives_exactly_as_written(loopback_server: StartServer, pat
     assert [{"role": "user", "content": text}] == messages
 
 
-async def test_dict_messages_are_sent_like_objects(loopback_server: StartServer) -> None:
-    """OpenAI-shaped dicts produce the same request as message objects."""
+PLAIN_CONVERSATION = [
+    {"role": "system", "content": "s"},
+    {"role": "user", "content": 'quote " newline \n ünï'},
+    {"role": "assistant", "content": ""},
+    {"role": "user", "content": "u"},
+]
+AS_OBJECTS = [
+    SystemMessage("s"),
+    UserMessage('quote " newline \n ünï'),
+    AssistantMessage(""),
+    UserMessage("u"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "formatter"),
+    [
+        ("/v1/chat/completions", "openai"),
+        ("/score", "openai"),
+        ("/v1/chat/completions", "llama"),
+        ("/score", "llama"),
+        ("/score", "mistral"),
+    ],
+)
+async def test_dict_messages_are_sent_like_objects(
+    loopback_server: StartServer, path: str, formatter: str
+) -> None:
+    """OpenAI-shaped dicts produce the same request as message objects, whichever formatter builds the body
+    (the OpenAI formatter sends plain dicts without converting them; the caller's list is left as it was)."""
+    reply = Reply(json=COMPLETION) if formatter == "openai" or path != "/score" else OUTPUT
+    server = await loopback_server(scripted(reply, reply, reply))
+    given = [dict(message) for message in PLAIN_CONVERSATION]
+    async with connect(server, path, formatter=formatter) as client:
+        await client.chat(given, max_tokens=5)
+        await client.chat(AS_OBJECTS, max_tokens=5)
+        await client.chat((*PLAIN_CONVERSATION[:-1], UserMessage("u")), max_tokens=5)
+    first, second, third = (request.json() for request in server.requests)
+    assert first == second == third
+    assert PLAIN_CONVERSATION == given
+
+
+@pytest.mark.parametrize(
+    ("messages", "error"),
+    [
+        ([], "messages is empty"),
+        ([{"role": "tool", "content": "x"}], r"tool_call_id is required"),
+        ([{"role": "usr", "content": "x"}], r"messages\[0\]\.role must be one of"),
+        ([{"role": "user", "content": "x"}, {"role": "user", "content": 5}], r"messages\[1\]"),
+        ([{"role": "user", "content": None}], r"messages\[0\]"),
+        ([{"role": ["user"], "content": "x"}], r"messages\[0\]\.role"),
+    ],
+)
+async def test_bad_dict_messages_are_refused_on_the_openai_route(
+    loopback_server: StartServer, messages: list[Any], error: str
+) -> None:
+    """Dicts that only look plain still get the full check, and nothing is sent."""
     server = await loopback_server(scripted(Reply(json=COMPLETION)))
     async with connect(server, "/v1/chat/completions") as client:
-        await client.chat([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}])
-        await client.chat([SystemMessage("s"), UserMessage("u")])
-    assert server.requests[0].json() == server.requests[1].json()
+        with pytest.raises(InvalidRequestError, match=error):
+            await client.chat(messages)
+    assert [] == server.requests
 
 
 # --- headers -------------------------------------------------------------------------------------------------------

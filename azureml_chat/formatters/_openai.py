@@ -16,6 +16,7 @@ __all__ = [
     "OpenAIFormatter",
     "build_chat_completions",
     "build_text_completions",
+    "chat_completions_body",
     "parse_chat_chunk",
     "parse_chat_completion",
     "parse_text_completion",
@@ -27,7 +28,14 @@ def build_chat_completions(
     messages: Sequence[Message], params: Mapping[str, Any], *, stream: bool
 ) -> dict[str, Any]:
     """The chat-completions body: ``messages``, then every parameter at the top level."""
-    body: dict[str, Any] = {"messages": messages_to_wire(messages), **params}
+    return chat_completions_body(messages_to_wire(messages), params, stream=stream)
+
+
+def chat_completions_body(
+    wire_messages: list[dict[str, Any]], params: Mapping[str, Any], *, stream: bool
+) -> dict[str, Any]:
+    """:func:`build_chat_completions` for messages already in the wire shape."""
+    body: dict[str, Any] = {"messages": wire_messages, **params}
     if stream:
         body["stream"] = True
     return body
