@@ -104,7 +104,8 @@ class Transport:
             APIStatusError: (a subclass of) for a non-2xx status, with the bounded error body.
             APIConnectionError, APITimeoutError: when the endpoint could not be reached or answered too slowly.
         """
-        started = time.perf_counter()
+        debug = logger.isEnabledFor(logging.DEBUG)
+        started = time.perf_counter() if debug else 0.0
         try:
             async with self.session().post(
                 url,
@@ -119,7 +120,7 @@ class Transport:
                 body = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _translate(exc, url, timeout, stream=False) from exc
-        if logger.isEnabledFor(logging.DEBUG):
+        if debug:
             logger.debug(
                 "POST %s -> %d in %.1f ms (%d bytes, request id %s)",
                 url,
