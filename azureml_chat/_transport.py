@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import threading
 import time
 from collections.abc import Mapping
 
@@ -67,6 +68,16 @@ class Transport:
         """The session, created on first use inside the running loop (aiohttp binds it to that loop)."""
         if self._closed:
             raise RuntimeError("this client is closed; create a new one")
+        bound = self._loop
+        if (
+            self._session is not None
+            and bound is not None
+            and getattr(bound, "_thread_id", None) == threading.get_ident()
+        ):
+            # The bound asyncio loop is running in this thread, so it is the running loop (a thread runs one
+            # loop at a time). asyncio.get_running_loop() would say the same with a getpid() system call on
+            # every request (docs/performance.md); loops without _thread_id (uvloop) take the exact check.
+            return self._session
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop

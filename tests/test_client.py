@@ -909,6 +909,30 @@ async def test_extra_headers_must_be_a_mapping(bad: Any) -> None:
             await client.chat(HI, extra_headers=bad)
 
 
+async def test_a_client_used_from_another_thread_s_loop_says_so() -> None:
+    """While its own loop runs, a client called from a loop in another thread is refused clearly (the quick
+    same-loop test must not let it through)."""
+    client = AsyncChatClient("http://127.0.0.1:9/score", KEY, max_retries=0)
+    try:
+        client._transport.session()  # bound to this (running) loop
+
+        def elsewhere() -> str:
+            async def call() -> str:
+                try:
+                    await client.chat(HI)
+                except RuntimeError as exc:
+                    return str(exc)
+                return "no error"
+
+            return asyncio.run(call())
+
+        message = await asyncio.to_thread(elsewhere)
+        assert "bound to the event loop it first ran in" in message
+        assert client._transport.session() is client._transport.session()  # and still fine here
+    finally:
+        await client.aclose()
+
+
 def test_a_client_used_from_a_second_event_loop_says_so() -> None:
     """asyncio.run() twice with one client: the second run gets a clear RuntimeError, not aiohttp's."""
     script = textwrap.dedent(
