@@ -15,6 +15,9 @@ except ImportError:  # pragma: no cover - exercised by the stdlib-only CI job
 
 __all__ = ["decode_json", "encode_json", "loads"]
 
+# Built once: json.dumps() with non-default options constructs a new encoder on every call (docs/performance.md).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
 
 def encode_json(body: Mapping[str, Any]) -> bytes:
     """The request body as compact UTF-8 JSON."""
@@ -24,7 +27,7 @@ def encode_json(body: Mapping[str, Any]) -> bytes:
                 return orjson.dumps(body)
             except TypeError:
                 pass  # what orjson refuses (non-str keys, ints over 64 bits) goes to the stdlib to decide
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        return _ENCODER.encode(body).encode()
     except (TypeError, ValueError) as exc:
         raise InvalidRequestError(f"the request cannot be encoded as JSON: {exc}") from None
 
