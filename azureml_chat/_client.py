@@ -37,8 +37,8 @@ from ._serialization import messages_from_input, plain_messages
 from ._stream import AsyncChatStream
 from ._transport import RawResponse, Transport
 from ._version import __version__
-from .formatters import ContentFormatter, OpenAIFormatter, Route
-from .formatters._openai import chat_completions_body
+from .formatters import ContentFormatter, Route
+from .formatters._plain import plain_body_builder
 
 __all__ = ["AsyncChatClient"]
 
@@ -159,10 +159,8 @@ class AsyncChatClient:
             raise ConfigurationError(f"max_event_bytes must be a whole number >= 1, got {max_event_bytes!r}")
         self._max_event_bytes = max_event_bytes
         self._fresh_answers = _builds_fresh_answers(config.formatter)
-        # The package's OpenAI formatter, chatting: its body for plain-dict messages can be built directly.
-        self._plain_openai = type(config.formatter).build_request is OpenAIFormatter.build_request and (
-            config.formatter.can_chat(config.endpoint.route)
-        )
+        # The package's own formatters build their body for plain-dict messages from the dicts themselves.
+        self._plain_body = plain_body_builder(config.formatter, config.endpoint.route)
 
     # --- public ----------------------------------------------------------------------------------------
 
@@ -540,10 +538,9 @@ class AsyncChatClient:
         """Check everything a call was given and build its body, headers and timeout (nothing is sent)."""
         config = self._config
         params = merge_params(config.model_kwargs, common, model_params)
-        if self._plain_openai and (wire := plain_messages(messages)) is not None:
-            # The OpenAI formatter's body for plain-dict messages, without building message objects only to
-            # turn them back into the same dicts (docs/performance.md).
-            request = chat_completions_body(wire, params, stream=stream)
+        if self._plain_body is not None and (wire := plain_messages(messages)) is not None:
+            # No message objects built only to be turned back into the same dicts (docs/performance.md).
+            request = self._plain_body(wire, params, stream=stream)
         else:
             checked = messages_from_input(messages)
             request = config.formatter.build_request(config.endpoint.route, checked, params, stream=stream)

@@ -86,7 +86,7 @@ def ensure_venv() -> None:
         )
         with open(stamp, "w") as f:
             f.write(wanted)
-    os.execv(VENV_PYTHON, [VENV_PYTHON, os.path.abspath(__file__), *sys.argv[1:]])
+    os.execv(VENV_PYTHON, [VENV_PYTHON, os.path.abspath(sys.argv[0]), *sys.argv[1:]])
 
 
 def parse_args() -> argparse.Namespace:

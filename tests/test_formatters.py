@@ -32,6 +32,7 @@ from azureml_chat import (
 )
 from azureml_chat import formatters as registry
 from azureml_chat._messages import Message
+from azureml_chat.formatters._plain import plain_body_builder
 
 
 def wire(body: Mapping[str, Any]) -> Any:
@@ -570,3 +571,52 @@ def test_base_formatter_must_be_subclassed() -> None:
         base.parse_response(Route.SCORE, {})
     with pytest.raises(NotImplementedError):
         base.parse_chunk(Route.SCORE, {})
+
+
+# --- bodies from plain-dict messages (formatters/_plain.py) ---------------------------------------------------------
+
+
+class _OwnBody(registry.OpenAIFormatter):
+    """A subclass that changes how bodies are built: it must keep getting message objects."""
+
+    def build_request(
+        self, route: Route, messages: Sequence[Message], params: Mapping[str, Any], *, stream: bool
+    ) -> dict[str, Any]:
+        return {"custom": len(messages)}
+
+
+@pytest.mark.parametrize(
+    ("formatter", "route", "takes_dicts"),
+    [
+        (registry.OpenAIFormatter(), Route.CHAT_COMPLETIONS, True),
+        (registry.OpenAIFormatter(), Route.SCORE, True),
+        (registry.OpenAIFormatter(), Route.COMPLETIONS, False),
+        (registry.LlamaFormatter(), Route.CHAT_COMPLETIONS, True),
+        (registry.LlamaFormatter(), Route.SCORE, True),
+        (registry.MistralFormatter(), Route.SCORE, False),
+        (registry.MistralFormatter(), Route.CHAT_COMPLETIONS, False),
+        (_OwnBody(), Route.CHAT_COMPLETIONS, False),
+    ],
+)
+def test_plain_dicts_skip_message_objects_only_where_the_body_is_the_same(
+    formatter: ContentFormatter, route: Route, takes_dicts: bool
+) -> None:
+    """Only the package's own OpenAI and Llama bodies are built from the dicts; where they are, the body equals
+    the one ``build_request`` makes from message objects."""
+    builder = plain_body_builder(formatter, route)
+    assert takes_dicts == (builder is not None)
+    if builder is not None:
+        wire = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+        params = {"max_tokens": 5, "temperature": 0.0}
+        objects = [SystemMessage("s"), UserMessage("u")]
+        assert formatter.build_request(route, objects, params, stream=False) == builder(
+            wire, params, stream=False
+        )
+
+
+def test_plain_dicts_on_score_still_refuse_what_the_schema_cannot_carry() -> None:
+    """The ``/score`` body built from dicts rejects the parameters the schema has no place for, as before."""
+    builder = plain_body_builder(registry.LlamaFormatter(), Route.SCORE)
+    assert builder is not None
+    with pytest.raises(InvalidRequestError, match="'tools'"):
+        builder([{"role": "user", "content": "u"}], {"tools": []}, stream=False)

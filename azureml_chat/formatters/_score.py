@@ -23,7 +23,7 @@ from .._serialization import messages_to_wire
 from ._base import ContentFormatter, Route
 from ._openai import build_chat_completions, parse_chat_chunk, parse_chat_completion
 
-__all__ = ["LlamaFormatter", "MistralFormatter"]
+__all__ = ["LlamaFormatter", "MistralFormatter", "score_body"]
 
 # Parameters the /score chat schema has no place for: sending them would be a silent drop or a 424.
 _UNSUPPORTED_ON_SCORE = ("tools", "tool_choice", "response_format", "stream_options", "n")
@@ -43,9 +43,6 @@ class LlamaFormatter(ContentFormatter):
         messages = self.prepare_messages(messages)
         if route is Route.CHAT_COMPLETIONS:
             return build_chat_completions(messages, params, stream=stream)
-        for name in _UNSUPPORTED_ON_SCORE:
-            if name in params:
-                raise self.reject(route, f"the {name!r} parameter")
         for message in messages:
             if isinstance(message, ToolMessage) or (
                 isinstance(message, AssistantMessage) and message.tool_calls
@@ -53,15 +50,7 @@ class LlamaFormatter(ContentFormatter):
                 raise self.reject(route, "a tool-calling conversation")
             if isinstance(message, UserMessage) and any(isinstance(p, ImagePart) for p in message.content):
                 raise self.reject(route, "an image part")
-        # When both max_tokens and max_new_tokens are given, the later one wins: merge_params orders keys by
-        # the layer that set them, so a call's max_tokens beats a max_new_tokens left in model_kwargs.
-        parameters = {_SCORE_RENAMES.get(key, key): value for key, value in params.items()}
-        return {
-            "input_data": {
-                "input_string": messages_to_wire(_flatten_text(messages)),
-                "parameters": parameters,
-            }
-        }
+        return score_body(self, messages_to_wire(_flatten_text(messages)), params)
 
     def parse_response(self, route: Route, body: Any) -> ChatResponse:
         if route is Route.CHAT_COMPLETIONS:
@@ -97,6 +86,23 @@ class MistralFormatter(LlamaFormatter):
             return [merged, *rest[1:]]
         # No user turn to fold into: the instructions become the user turn rather than being lost.
         return [UserMessage(system.content), *rest]
+
+
+def score_body(
+    formatter: ContentFormatter, wire_messages: list[dict[str, Any]], params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The ``/score`` chat body for messages already in the wire shape (checked for the schema by the caller).
+
+    Raises:
+        InvalidRequestError: for a parameter the schema has no place for.
+    """
+    for name in _UNSUPPORTED_ON_SCORE:
+        if name in params:
+            raise formatter.reject(Route.SCORE, f"the {name!r} parameter")
+    # When both max_tokens and max_new_tokens are given, the later one wins: merge_params orders keys by
+    # the layer that set them, so a call's max_tokens beats a max_new_tokens left in model_kwargs.
+    parameters = {_SCORE_RENAMES.get(key, key): value for key, value in params.items()}
+    return {"input_data": {"input_string": wire_messages, "parameters": parameters}}
 
 
 def _flatten_text(messages: Sequence[Message]) -> Sequence[Message]:
