@@ -506,7 +506,12 @@ def versions(raw: dict[str, Any]) -> str:
         f"* Machine: {info.get('nproc')} CPUs ({info.get('cpu_model')}), {info.get('memory_gib')} GiB RAM, "
         f"{info.get('os')}, Linux {info.get('kernel')}; {info.get('implementation')} {info.get('python')}; {info.get('wrk')}.",
         f"* azureml_chat {raw.get('sdk', {}).get('version')} from `{raw.get('sdk', {}).get('path')}`"
-        + (f"; candidate from `{raw['candidate']['path']}`." if raw.get("candidate") else "."),
+        + f" ({raw.get('sdk', {}).get('codec', '?')} codec)"
+        + (
+            f"; candidate from `{raw['candidate']['path']}` ({raw['candidate'].get('codec', '?')} codec)."
+            if raw.get("candidate")
+            else "."
+        ),
         "* " + ", ".join(f"{k} {v}" for k, v in sorted(raw.get("versions", {}).items())) + ".",
         f"* Run: {raw.get('started')}, {raw.get('reps')} reps, client order rotated each rep; "
         f"wall time {raw.get('wall_s', 0) / 60:.1f} min; command `{raw.get('command')}`.",
@@ -519,11 +524,20 @@ def describe_clients(runs: Runs) -> str:
     for c in runs.clients:
         what = clients.ADAPTERS[base_name(c)].describe
         if c != base_name(c):
-            what = (
-                f"the same, with the azureml_chat package from `{runs.raw.get('candidate', {}).get('path')}`"
-            )
+            candidate, sdk = runs.raw.get("candidate", {}), runs.raw.get("sdk", {})
+            if candidate.get("path") == sdk.get("path") and candidate.get("codec") != sdk.get("codec"):
+                what = f"the same package with the {candidate.get('codec')} codec: the core install (orjson blocked)"
+            else:
+                what = f"the same, with the azureml_chat package from `{candidate.get('path')}`"
         rows.append([c, what])
     return table(["client", "what"], rows, right_from=9)
+
+
+def candidate_title(raw: dict[str, Any]) -> str:
+    candidate, sdk = raw.get("candidate") or {}, raw.get("sdk") or {}
+    if candidate.get("path") == sdk.get("path") and candidate.get("codec") != sdk.get("codec"):
+        return f"core install (azureml_chat@candidate: {candidate.get('codec')} json)"
+    return "candidate"
 
 
 def render(raw: dict[str, Any]) -> str:
@@ -535,7 +549,7 @@ def render(raw: dict[str, Any]) -> str:
         ("Clients", describe_clients(runs)),
         ("Targets", targets(runs, imports)),
         *(
-            [("Targets, candidate", targets(runs, imports, OURS + "@candidate"))]
+            [(f"Targets, {candidate_title(raw)}", targets(runs, imports, OURS + "@candidate"))]
             if OURS + "@candidate" in runs.clients
             else []
         ),

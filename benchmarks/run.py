@@ -33,6 +33,9 @@ VENV_PYTHON = os.path.join(VENV, "bin", "python")
 REQUIREMENTS = os.path.join(HERE, "requirements.txt")
 SERVER_CPU, CLIENT_CPU = 0, 1
 CANDIDATE = "@candidate"
+CORE = "core"
+# Set for a worker that must not import orjson (worker.py reads it first thing): the core install's codec.
+BLOCK_ORJSON = "AZUREML_CHAT_BENCH_BLOCK_ORJSON"
 _VERSIONS = (
     "aiohttp",
     "yarl",
@@ -93,17 +96,18 @@ def parse_args() -> argparse.Namespace:
     import clients
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--clients", default=",".join(clients.ADAPTERS), help="comma-separated; default: all")
     parser.add_argument(
         "--sdk-path", default=REPO, help="directory holding the azureml_chat package to measure"
     )
     parser.add_argument(
         "--candidate",
-        default=None,
+        default=CORE,
         metavar="DIR",
         help="also measure the azureml_chat package in DIR (a scratch copy with a fix) as extra clients "
-        "azureml_chat@candidate and azureml_chat_sync@candidate, in the same reps",
+        "azureml_chat@candidate and azureml_chat_sync@candidate, in the same reps; 'core' (the default): "
+        "the same package with orjson blocked, i.e. the core install's stdlib json; 'none': no candidate",
     )
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     parser.add_argument("--window", type=float, default=1.5, help="measured seconds per throughput level")
@@ -115,6 +119,13 @@ def parse_args() -> argparse.Namespace:
         "--quick", action="store_true", help="1 rep, short windows: a smoke test, not a result"
     )
     return parser.parse_args()
+
+
+def candidate_env(args: argparse.Namespace) -> dict[str, str]:
+    """The environment of a candidate worker: another package path, or this one without orjson."""
+    if args.candidate == CORE:
+        return {**worker_env(args.sdk_path), BLOCK_ORJSON: "1"}
+    return worker_env(args.candidate)
 
 
 def worker_env(sdk_path: str) -> dict[str, str]:
@@ -154,7 +165,7 @@ def run_worker(
     client: str, base_url: str, server_pid: int, env: dict[str, str], args: argparse.Namespace
 ) -> dict[str, Any]:
     if client.endswith(CANDIDATE):
-        client, env = client.removesuffix(CANDIDATE), worker_env(args.candidate)
+        client, env = client.removesuffix(CANDIDATE), candidate_env(args)
     command = [
         VENV_PYTHON,
         os.path.join(HERE, "worker.py"),
@@ -189,10 +200,15 @@ def versions() -> dict[str, str]:
 
 
 def sdk_info(env: dict[str, str]) -> dict[str, str]:
-    code = "import azureml_chat, os; print(azureml_chat.__version__); print(os.path.dirname(azureml_chat.__file__))"
+    code = (
+        "import os, sys\n"
+        f"if os.environ.get({BLOCK_ORJSON!r}): sys.modules['orjson'] = None\n"
+        "import azureml_chat, azureml_chat._codec as codec\n"
+        "print(azureml_chat.__version__, os.path.dirname(azureml_chat.__file__), codec.orjson and 'orjson' or 'stdlib')"
+    )
     out = subprocess.run([VENV_PYTHON, "-c", code], capture_output=True, text=True, env=env, check=True)
-    version, path = out.stdout.split()
-    return {"version": version, "path": path}
+    version, path, codec = out.stdout.split()
+    return {"version": version, "path": path, "codec": codec}
 
 
 def main() -> None:
@@ -209,6 +225,8 @@ def main() -> None:
         args.reps, args.window, args.warmup, args.import_runs = 1, 0.5, 0.2, 1
     skip = set(filter(None, args.skip.split(",")))
     names = [c.strip() for c in args.clients.split(",") if c.strip()]
+    if args.candidate == "none":
+        args.candidate = None
     if args.candidate:
         names += [c + CANDIDATE for c in ("azureml_chat", "azureml_chat_sync") if c in names]
     os.makedirs(args.out, exist_ok=True)
@@ -221,7 +239,7 @@ def main() -> None:
         "machine": machine.describe(),
         "versions": versions(),
         "sdk": sdk_info(env),
-        "candidate": sdk_info(worker_env(args.candidate)) if args.candidate else None,
+        "candidate": sdk_info(candidate_env(args)) if args.candidate else None,
         "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
         "runs": [],
     }

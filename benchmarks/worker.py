@@ -24,12 +24,17 @@ import asyncio
 import gc
 import importlib
 import json
+import os
 import resource
 import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+if os.environ.get("AZUREML_CHAT_BENCH_BLOCK_ORJSON"):
+    # run.py's "core" candidate: `import orjson` fails, as on an install without the `fast` extra.
+    sys.modules["orjson"] = None  # type: ignore[assignment]
 
 import clients
 import machine
