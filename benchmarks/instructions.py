@@ -16,6 +16,7 @@ Two loops:
 
     python3 benchmarks/instructions.py                       # aiohttp, azureml_chat, their /score pair
     python3 benchmarks/instructions.py --loop in-process --sdk-path /tmp/copy
+    python3 benchmarks/instructions.py --loop in-process --core  # the core install's stdlib json
 
 Needs valgrind (``apt-get install valgrind``); about 20 s per client and loop.
 """
@@ -121,9 +122,14 @@ def main() -> None:
     parser.add_argument("--conc", type=int, default=64)
     parser.add_argument("--small", type=int, default=1024)
     parser.add_argument("--large", type=int, default=3072)
+    parser.add_argument(
+        "--core", action="store_true", help="block orjson, as on the core install (stdlib json only)"
+    )
     parser.add_argument("--drive", nargs="+", help=argparse.SUPPRESS)  # internal: one loop, under callgrind
     args = parser.parse_args()
     if args.drive:
+        if os.environ.get(run.BLOCK_ORJSON):
+            sys.modules["orjson"] = None  # type: ignore[assignment]
         sys.path.insert(0, args.sdk_path)
         kind, *rest = args.drive
         if kind == "network":
@@ -135,6 +141,8 @@ def main() -> None:
         return
     run.ensure_venv()
     env = run.worker_env(args.sdk_path)
+    if args.core:
+        env[run.BLOCK_ORJSON] = "1"
     me = [sys.executable, os.path.abspath(__file__), "--sdk-path", args.sdk_path, "--conc", str(args.conc)]
     results: dict[str, float] = {}
     if args.loop == "in-process":
@@ -151,7 +159,8 @@ def main() -> None:
             server.terminate()
             server.wait()
         reference = "aiohttp"
-    print(f"instructions per call ({args.loop}, c={args.conc}; {args.sdk_path}):")
+    codec = "stdlib json (orjson blocked)" if args.core else "orjson if installed"
+    print(f"instructions per call ({args.loop}, c={args.conc}; {args.sdk_path}; {codec}):")
     for name, value in results.items():
         base = results.get("aiohttp_score" if name.endswith("_score") else reference)
         ratio = f"  {value / base:.3f}x" if base else ""
