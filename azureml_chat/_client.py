@@ -29,7 +29,7 @@ from ._errors import (
     RateLimitError,
 )
 from ._messages import Message
-from ._params import merge_params
+from ._params import given, merge_params
 from ._ratelimit import RateLimit, RateLimiter, Ticket
 from ._responses import ChatResponse, CompletionResponse, Usage
 from ._retry import RetryPolicy
@@ -443,15 +443,11 @@ class AsyncChatClient:
         return await _completions.complete(
             self,
             prompt,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            stop=stop,
-            seed=seed,
-            timeout=timeout,
-            deployment=deployment,
-            extra_headers=extra_headers,
-            **model_params,
+            given(_completions.COMMON_PARAMS, (max_tokens, temperature, top_p, stop, seed)),
+            model_params,
+            timeout,
+            deployment,
+            extra_headers,
         )
 
     def stream_complete(
@@ -479,15 +475,11 @@ class AsyncChatClient:
         return _completions.stream_complete(
             self,
             prompt,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            stop=stop,
-            seed=seed,
-            timeout=timeout,
-            deployment=deployment,
-            extra_headers=extra_headers,
-            **model_params,
+            given(_completions.COMMON_PARAMS, (max_tokens, temperature, top_p, stop, seed)),
+            model_params,
+            timeout,
+            deployment,
+            extra_headers,
         )
 
     def to_langchain(self, **kwargs: Any) -> Any:

@@ -19,13 +19,13 @@ from ._codec import encode_json
 from ._completion_stream import AsyncCompletionStream
 from ._config import Timeout
 from ._errors import InvalidRequestError
-from ._params import given, merge_params
+from ._params import merge_params
 from ._responses import CompletionResponse
 
 if TYPE_CHECKING:
     from ._client import AsyncChatClient
 
-__all__ = ["complete", "stream_complete"]
+__all__ = ["COMMON_PARAMS", "complete", "stream_complete"]
 
 # Keys the client sets itself; passing them as model parameters would break the call's contract.
 _RESERVED = {
@@ -38,19 +38,14 @@ _RESERVED = {
 async def complete(
     client: AsyncChatClient,
     prompt: str,
-    *,
-    max_tokens: int | None = None,
-    temperature: float | None = None,
-    top_p: float | None = None,
-    stop: str | list[str] | None = None,
-    seed: int | None = None,
-    timeout: float | Timeout | None = None,
-    deployment: str | None = None,
-    extra_headers: Mapping[str, str] | None = None,
-    **model_params: Any,
+    common: Mapping[str, Any],
+    model_params: Mapping[str, Any],
+    timeout: float | Timeout | None,
+    deployment: str | None,
+    extra_headers: Mapping[str, str] | None,
 ) -> CompletionResponse:
-    """Send ``prompt`` through ``client`` and return the whole completion (see ``AsyncChatClient.complete``)."""
-    common = given(_COMMON_PARAMS, (max_tokens, temperature, top_p, stop, seed))
+    """Send ``prompt`` through ``client`` and return the whole completion (see ``AsyncChatClient.complete``;
+    ``common`` holds the common keywords that were given, as :func:`~azureml_chat._params.given` makes it)."""
     body, headers, call_timeout = _prepare(
         client, prompt, common, model_params, timeout, deployment, extra_headers, stream=False
     )
@@ -60,25 +55,18 @@ async def complete(
 def stream_complete(
     client: AsyncChatClient,
     prompt: str,
-    *,
-    max_tokens: int | None = None,
-    temperature: float | None = None,
-    top_p: float | None = None,
-    stop: str | list[str] | None = None,
-    seed: int | None = None,
-    timeout: float | Timeout | None = None,
-    deployment: str | None = None,
-    extra_headers: Mapping[str, str] | None = None,
-    **model_params: Any,
+    common: Mapping[str, Any],
+    model_params: Mapping[str, Any],
+    timeout: float | Timeout | None,
+    deployment: str | None,
+    extra_headers: Mapping[str, str] | None,
 ) -> AsyncCompletionStream:
     """Send ``prompt`` through ``client`` and stream the completion (see ``AsyncChatClient.stream_complete``).
 
     Invalid arguments raise here, before anything is sent; the request goes out on the first iteration.
     """
     config = client._config
-    route = config.endpoint.route
-    streams = route in config.formatter.streaming_routes
-    common = given(_COMMON_PARAMS, (max_tokens, temperature, top_p, stop, seed))
+    streams = config.endpoint.route in config.formatter.streaming_routes
     body, headers, call_timeout = _prepare(
         client, prompt, common, model_params, timeout, deployment, extra_headers, stream=streams
     )
@@ -92,7 +80,8 @@ def stream_complete(
     )
 
 
-_COMMON_PARAMS = ("max_tokens", "temperature", "top_p", "stop", "seed")
+# The common keywords of complete() and stream_complete(), in the order the client passes their values.
+COMMON_PARAMS = ("max_tokens", "temperature", "top_p", "stop", "seed")
 
 
 def _prepare(

@@ -65,15 +65,11 @@ def _check_number(name: str, value: Any) -> Any:
 
 
 def _check_int(name: str, value: Any, *, minimum: int | None = None) -> Any:
-    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise InvalidRequestError(f"{name} must be a whole number{_floor(minimum)}, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise InvalidRequestError(f"{name} must be a whole number{_floor(minimum)}, got {value!r}")
+    whole = type(value) is int or (isinstance(value, int) and not isinstance(value, bool))
+    if not whole or (minimum is not None and value < minimum):
+        floor = f" >= {minimum}" if minimum is not None else ""
+        raise InvalidRequestError(f"{name} must be a whole number{floor}, got {value!r}")
     return value
-
-
-def _floor(minimum: int | None) -> str:
-    return f" >= {minimum}" if minimum is not None else ""
 
 
 def _check_max_tokens(name: str, value: Any) -> Any:

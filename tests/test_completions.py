@@ -39,7 +39,6 @@ from azureml_chat import (
 )
 from azureml_chat import formatters as registry
 from azureml_chat._codec import encode_json
-from azureml_chat._completions import complete, stream_complete
 from azureml_chat._responses import CompletionChunk, CompletionResponse
 from azureml_chat.emulator import Deployment, Emulator
 
@@ -52,6 +51,16 @@ PARAMS = {"temperature": 0.1, "max_tokens": 5, "stop": ["\n"]}
 TEXT_PARAMETERS = {"temperature": 0.1, "max_new_tokens": 5, "stop": ["\n"]}
 TEXT_FAMILIES = ["gpt2", "hf", "dolly"]
 DEPLOYMENTS = {"gpt2": "g", "hf": "h", "dolly": "d", "openai": "o", "llama": "l"}
+
+
+async def complete(client: AsyncChatClient, prompt: str, **params: Any) -> CompletionResponse:
+    """``client.complete``, spelled like the module function these tests were written against."""
+    return await client.complete(prompt, **params)
+
+
+def stream_complete(client: AsyncChatClient, prompt: str, **params: Any) -> AsyncCompletionStream:
+    """``client.stream_complete``, likewise."""
+    return client.stream_complete(prompt, **params)
 
 
 def wire(body: Mapping[str, Any]) -> Any:
