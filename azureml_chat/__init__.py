@@ -9,7 +9,6 @@
 
 from ._batch import BatchResults
 from ._client import AsyncChatClient
-from ._completion_stream import AsyncCompletionStream
 from ._config import Secret, Timeout
 from ._errors import (
     APIConnectionError,
@@ -44,7 +43,7 @@ from ._messages import (
 from ._ratelimit import RateLimit
 from ._responses import ChatChunk, ChatResponse, CompletionChunk, CompletionResponse, ToolCallDelta, Usage
 from ._retry import RetryPolicy
-from ._stream import AsyncChatStream
+from ._stream import AsyncChatStream, AsyncCompletionStream
 from ._sync import ChatStream, Client, CompletionStream
 from ._version import __version__
 from .formatters import ContentFormatter, Route, available_formatters, get_formatter, register_formatter

@@ -19,20 +19,24 @@ import functools
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, overload
+from typing import Any, Generic, Literal, Protocol, Self, TypeVar, overload
 
 from . import _defaults
 from ._errors import AzureMLChatError, InvalidRequestError
 from ._messages import Message
 from ._responses import ChatResponse
 
-if TYPE_CHECKING:
-    from ._client import AsyncChatClient
-
 __all__ = ["BatchResults", "Conversation", "chat_as_completed", "chat_many"]
 
 R = TypeVar("R")
 Conversation = Sequence[Message | Mapping[str, Any]]
+
+
+class Chats(Protocol):
+    """What a batch sends through: anything with ``AsyncChatClient.chat``'s shape."""
+
+    @property
+    def chat(self) -> Callable[..., Awaitable[ChatResponse]]: ...
 
 
 class BatchResults(Generic[R]):
@@ -159,7 +163,7 @@ def _check_conversations(conversations: object) -> None:
         )
 
 
-async def _chat_one(client: AsyncChatClient, conversation: Any, params: Mapping[str, Any]) -> ChatResponse:
+async def _chat_one(client: Chats, conversation: Any, params: Mapping[str, Any]) -> ChatResponse:
     if isinstance(conversation, (str, bytes, Mapping)) or not isinstance(conversation, Iterable):
         # The usual slip: one conversation passed where a list of conversations is expected.
         raise InvalidRequestError(
@@ -170,7 +174,7 @@ async def _chat_one(client: AsyncChatClient, conversation: Any, params: Mapping[
 
 
 def chat_as_completed(
-    client: AsyncChatClient,
+    client: Chats,
     conversations: Iterable[Conversation],
     *,
     concurrency: int = _defaults.BATCH_CONCURRENCY,
@@ -198,7 +202,7 @@ def chat_as_completed(
 
 @overload
 async def chat_many(
-    client: AsyncChatClient,
+    client: Chats,
     conversations: Iterable[Conversation],
     *,
     concurrency: int = ...,
@@ -207,7 +211,7 @@ async def chat_many(
 ) -> list[ChatResponse | AzureMLChatError]: ...
 @overload
 async def chat_many(
-    client: AsyncChatClient,
+    client: Chats,
     conversations: Iterable[Conversation],
     *,
     concurrency: int = ...,
@@ -216,7 +220,7 @@ async def chat_many(
 ) -> list[ChatResponse]: ...
 @overload
 async def chat_many(
-    client: AsyncChatClient,
+    client: Chats,
     conversations: Iterable[Conversation],
     *,
     concurrency: int = ...,
@@ -224,7 +228,7 @@ async def chat_many(
     **params: Any,
 ) -> list[ChatResponse | AzureMLChatError]: ...
 async def chat_many(
-    client: AsyncChatClient,
+    client: Chats,
     conversations: Iterable[Conversation],
     *,
     concurrency: int = _defaults.BATCH_CONCURRENCY,

@@ -1,63 +1,43 @@
-"""``AsyncChatClient``: configuration, headers and retries around one formatter and one transport."""
+"""``AsyncChatClient``: the public face of one endpoint. Each method checks its arguments, prepares a call and
+hands it to the pipeline (``_pipeline.py``); nothing here knows a payload shape or does I/O."""
 
 from __future__ import annotations
 
 import importlib
-import itertools
-import platform
-import re
-import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self, TypeVar, cast, overload
+from typing import Any, Literal, Self, Unpack, overload
 
 import aiohttp
-import attrs
-from yarl import URL
 
-from . import _batch, _completions, _defaults
-from ._auth import DEFAULT_SCOPE, TokenProvider
+from . import _batch, _defaults
+from ._auth import DEFAULT_SCOPE
 from ._batch import BatchResults, Conversation
-from ._codec import decode_json, encode_json
-from ._completion_stream import AsyncCompletionStream
-from ._config import ClientConfig, Secret, Timeout, build_config, check_header_token, check_headers
-from ._errors import (
-    AuthenticationError,
-    AzureMLChatError,
-    ConfigurationError,
-    InvalidRequestError,
-    RateLimitError,
-)
+from ._config import ClientConfig, Secret, Timeout, build_config
+from ._endpoint import Endpoint, build_endpoint
+from ._errors import AzureMLChatError, ConfigurationError, InvalidRequestError
+from ._instrument import NO_INSTRUMENTATION
 from ._messages import Message
-from ._params import given, merge_params
-from ._ratelimit import RateLimit, RateLimiter, Ticket
-from ._responses import ChatResponse, CompletionResponse, Usage
+from ._operations import CHAT, TEXT_COMPLETION
+from ._options import ClientOptions
+from ._params import merge_params
+from ._pipeline import Pipeline
+from ._ratelimit import RateLimit, RateLimiter
+from ._responses import ChatResponse, CompletionResponse
 from ._retry import RetryPolicy
-from ._serialization import messages_from_input, plain_messages
-from ._stream import AsyncChatStream
-from ._transport import RawResponse, Transport
-from ._version import __version__
+from ._serialization import messages_from_input, messages_to_wire, plain_messages
+from ._stream import AsyncChatStream, AsyncCompletionStream
+from ._transport import AiohttpTransport, AsyncTransport
 from .formatters import ContentFormatter, Route
-from .formatters._plain import plain_body_builder
 
 __all__ = ["AsyncChatClient"]
 
-T = TypeVar("T")
-StreamT = TypeVar("StreamT")
-
-
-class _Answer(Protocol):
-    @property
-    def usage(self) -> Usage | None: ...
-
-    @property
-    def request_id(self) -> str | None: ...
-
-
-AnswerT = TypeVar("AnswerT", bound=_Answer)
-
-_USER_AGENT = f"azureml-chat/{__version__} python/{platform.python_version()} aiohttp/{aiohttp.__version__}"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9-]{1,40}$")
+# Keys a completion call sets itself; passing them as model parameters would break the call's contract.
+_COMPLETION_RESERVED = {
+    "prompt": "pass the prompt as the first argument",
+    "messages": "complete() takes a prompt; call chat() for messages",
+    "stream": "call stream_complete(...) to stream",
+}
 
 
 class AsyncChatClient:
@@ -92,7 +72,16 @@ class AsyncChatClient:
         credential_scope: the scope tokens are requested for.
         rate_limit: client-wide pacing (:class:`RateLimit`): by default a 429 with a wait starts one cooldown
             for every call on the client; optional concurrency, requests-per-minute and tokens-per-minute limits.
+        transport: what sends the requests: any object with the transport protocol (``send``, ``open``,
+            ``aclose``), such as ``azureml_chat.testing.MockTransport`` in tests. Default: an aiohttp
+            connection pool. A transport you pass stays yours: the client never closes it.
     """
+
+    _options: ClientOptions
+    _config: ClientConfig
+    _pipeline: Pipeline
+    _owns_transport: bool
+    _closed: bool
 
     def __init__(
         self,
@@ -116,78 +105,117 @@ class AsyncChatClient:
         max_event_bytes: int = _defaults.MAX_SSE_EVENT_BYTES,
         credential_scope: str = DEFAULT_SCOPE,
         rate_limit: RateLimit | None = None,
+        transport: AsyncTransport | None = None,
     ) -> None:
-        self._config: ClientConfig = build_config(
-            endpoint_url=endpoint_url,
-            api_key=api_key,
-            endpoint_type=endpoint_type,
-            formatter=formatter,
-            deployment=deployment,
-            timeout=timeout,
-            max_retries=max_retries,
-            retry=retry,
-            model_kwargs=model_kwargs,
-            credential=credential,
-            headers=headers,
-            auth_header=auth_header,
-            extra_parameters=extra_parameters,
-            max_connections=max_connections,
-            allow_insecure_http=allow_insecure_http,
+        self._setup(
+            {
+                "endpoint_url": endpoint_url,
+                "api_key": api_key,
+                "endpoint_type": endpoint_type,
+                "formatter": formatter,
+                "deployment": deployment,
+                "timeout": timeout,
+                "max_retries": max_retries,
+                "model_kwargs": model_kwargs,
+                "credential": credential,
+                "headers": headers,
+                "session": session,
+                "retry": retry,
+                "auth_header": auth_header,
+                "extra_parameters": extra_parameters,
+                "max_connections": max_connections,
+                "allow_insecure_http": allow_insecure_http,
+                "max_event_bytes": max_event_bytes,
+                "credential_scope": credential_scope,
+                "rate_limit": rate_limit,
+                "transport": transport,
+            },
+            parent=None,
+            own_transport=True,
         )
-        # What this client was built from (minus a caller's session), so adapters can build siblings of it.
-        self._options: dict[str, Any] = {
-            name: value
-            for name, value in locals().items()
-            if name not in ("self", "session") and name in _OPTION_NAMES
-        }
-        config = self._config
-        self._options["api_key"] = config.api_key  # held masked, like the config's copy
-        self._auth = TokenProvider(credential, credential_scope) if credential is not None else None
+
+    def _setup(self, options: ClientOptions, *, parent: AsyncChatClient | None, own_transport: bool) -> None:
+        """Resolve ``options``; share the transport (unless ``own_transport``) and limiter of ``parent``."""
+        self._options = options
+        endpoint = build_endpoint(
+            url=options.get("endpoint_url"),
+            api_key=options.get("api_key"),
+            endpoint_type=options.get("endpoint_type"),
+            formatter=options.get("formatter"),
+            deployment=options.get("deployment"),
+            credential=options.get("credential"),
+            credential_scope=options.get("credential_scope", DEFAULT_SCOPE),
+            headers=options.get("headers"),
+            auth_header=options.get("auth_header", "bearer"),
+            extra_parameters=options.get("extra_parameters"),
+            allow_insecure_http=options.get("allow_insecure_http", False),
+        )
+        self._config = build_config(
+            timeout=options.get("timeout"),
+            max_retries=options.get("max_retries"),
+            retry=options.get("retry"),
+            model_kwargs=options.get("model_kwargs"),
+            max_connections=options.get("max_connections"),
+            max_event_bytes=options.get("max_event_bytes", _defaults.MAX_SSE_EVENT_BYTES),
+        )
+        rate_limit = options.get("rate_limit")
         if rate_limit is not None and not isinstance(rate_limit, RateLimit):
             raise ConfigurationError(f"rate_limit must be a RateLimit, got {type(rate_limit).__name__}")
-        self._limiter = RateLimiter(rate_limit or RateLimit(), max_wait=self._config.retry.max_retry_after)
-        self._url = URL(config.endpoint.url)
-        self._transport = Transport(
-            max_connections=config.max_connections, proxy=config.proxy, session=session
+        transport, session = options.get("transport"), options.get("session")
+        if transport is not None and session is not None:
+            raise ConfigurationError(
+                "pass transport= or session=, not both (a session is one transport's pool)"
+            )
+        if transport is not None and not isinstance(transport, AsyncTransport):
+            raise ConfigurationError(
+                f"transport must have async send(), open() and aclose() methods, got {type(transport).__name__}"
+            )
+        # What a sibling shares with its parent: the limiter always (one RateLimit is enforced once), unless
+        # it was given its own; the transport unless it needs its own pool (another loop, another size).
+        if parent is not None and rate_limit is parent._options.get("rate_limit"):
+            limiter = parent._pipeline.limiter
+        else:
+            limiter = RateLimiter(rate_limit or RateLimit(), max_wait=self._config.retry.max_retry_after)
+        self._owns_transport = transport is None and (parent is None or own_transport)
+        if transport is None and not self._owns_transport:
+            assert parent is not None
+            transport = parent._pipeline.transport
+        self._closed = False
+        self._pipeline = Pipeline(
+            endpoint=endpoint,
+            transport=transport
+            or AiohttpTransport(max_connections=self._config.max_connections, session=session),
+            limiter=limiter,
+            retry=self._config.retry,
+            instrumentation=NO_INSTRUMENTATION,
         )
-        self._headers = _base_headers(config)
-        # One id per call: a per-client random prefix plus a counter (cheaper than uuid4 per call), <= 40 chars.
-        self._id_prefix = uuid.uuid4().hex[:24]
-        self._ids = itertools.count(1)
-        self._describe = f"POST {self._url.with_query(None)}"
-        if isinstance(max_event_bytes, bool) or not isinstance(max_event_bytes, int) or max_event_bytes < 1:
-            raise ConfigurationError(f"max_event_bytes must be a whole number >= 1, got {max_event_bytes!r}")
-        self._max_event_bytes = max_event_bytes
-        self._fresh_answers = _builds_fresh_answers(config.formatter)
-        # The package's own formatters build their body for plain-dict messages from the dicts themselves.
-        self._plain_body = plain_body_builder(config.formatter, config.endpoint.route)
 
     # --- public ----------------------------------------------------------------------------------------
 
     @property
     def endpoint_url(self) -> str:
         """The URL requests go to."""
-        return self._config.endpoint.url
+        return self._endpoint.url
 
     @property
     def endpoint_type(self) -> str:
         """``"dedicated"`` or ``"serverless"``."""
-        return self._config.endpoint.endpoint_type
+        return self._endpoint.endpoint_type
 
     @property
     def formatter(self) -> ContentFormatter:
         """The model family's formatter."""
-        return self._config.formatter
+        return self._endpoint.formatter
 
     @property
     def route(self) -> Route:
         """The dialect the endpoint URL speaks (``Route.SCORE`` or ``Route.CHAT_COMPLETIONS``)."""
-        return self._config.endpoint.route
+        return self._endpoint.route
 
     @property
     def deployment(self) -> str | None:
         """The client-wide deployment (sent as ``azureml-model-deployment``), if any."""
-        return self._config.deployment
+        return self._endpoint.deployment
 
     @property
     def timeout(self) -> Timeout:
@@ -196,8 +224,13 @@ class AsyncChatClient:
 
     @property
     def closed(self) -> bool:
-        """Whether :meth:`aclose` was called."""
-        return self._transport.closed
+        """Whether :meth:`aclose` was called (on this client, or on the one whose pool it shares)."""
+        transport = self._pipeline.transport
+        return self._closed or bool(getattr(transport, "closed", False))
+
+    @property
+    def _endpoint(self) -> Endpoint:
+        return self._pipeline.endpoint
 
     async def chat(
         self,
@@ -235,27 +268,29 @@ class AsyncChatClient:
             APIConnectionError: the endpoint could not be reached (after retries).
             ResponseFormatError: a 2xx body that is not the formatter's shape.
         """
-        body, headers, call_timeout = self._prepare(
-            messages,
-            _given(
-                temperature,
-                top_p,
-                max_tokens,
-                stop,
-                seed,
-                tools,
-                tool_choice,
-                response_format,
-                presence_penalty,
-                frequency_penalty,
-            ),
-            model_params,
-            timeout,
-            deployment,
-            extra_headers,
-            stream=False,
+        common = _given(
+            temperature,
+            top_p,
+            max_tokens,
+            stop,
+            seed,
+            tools,
+            tool_choice,
+            response_format,
+            presence_penalty,
+            frequency_penalty,
         )
-        return await self._send(body, headers, call_timeout, self._config.formatter.parse_response)
+        pipeline = self._pipeline
+        call = pipeline.prepare(
+            CHAT,
+            _wire_messages(messages),
+            merge_params(self._config.model_kwargs, common, model_params),
+            stream=False,
+            timeout=self._call_timeout(timeout),
+            deployment=deployment,
+            extra_headers=extra_headers,
+        )
+        return await pipeline.send(call)
 
     def stream(
         self,
@@ -280,41 +315,34 @@ class AsyncChatClient:
 
         Use it as ``async with client.stream(messages) as stream: async for chunk in stream: ...``; after the
         last chunk, ``stream.final_response()`` is the aggregated :class:`ChatResponse`. The arguments are
-        those of :meth:`chat`; invalid ones raise here, before anything is sent. Opening the stream is retried
-        like a call; a failure after that raises :class:`StreamError`. A route that cannot stream (classic
-        ``/score``) yields the whole answer as one chunk.
+        those of :meth:`chat`; invalid ones raise here, before anything is sent. Failures before the first
+        chunk reached you (connecting, a retryable status, a connection that breaks before the first event)
+        are retried like a call; after it, nothing is retried and a failure raises :class:`StreamError`. A
+        route that cannot stream (classic ``/score``) yields the whole answer as one chunk.
         """
-        config = self._config
-        route = config.endpoint.route
-        streams = route in config.formatter.streaming_routes
-        body, headers, call_timeout = self._prepare(
-            messages,
-            _given(
-                temperature,
-                top_p,
-                max_tokens,
-                stop,
-                seed,
-                tools,
-                tool_choice,
-                response_format,
-                presence_penalty,
-                frequency_penalty,
-            ),
-            model_params,
-            timeout,
-            deployment,
-            extra_headers,
-            stream=streams,
+        common = _given(
+            temperature,
+            top_p,
+            max_tokens,
+            stop,
+            seed,
+            tools,
+            tool_choice,
+            response_format,
+            presence_penalty,
+            frequency_penalty,
         )
-        return self._streamed(
-            AsyncChatStream,
-            body,
-            headers,
-            call_timeout,
-            streams=streams,
-            parse=config.formatter.parse_response,
+        pipeline = self._pipeline
+        call = pipeline.prepare(
+            CHAT,
+            _wire_messages(messages),
+            merge_params(self._config.model_kwargs, common, model_params),
+            stream=self._endpoint.streams,
+            timeout=self._call_timeout(timeout),
+            deployment=deployment,
+            extra_headers=extra_headers,
         )
+        return AsyncChatStream(pipeline, call, max_event_bytes=self._config.max_event_bytes)
 
     @overload
     async def chat_many(
@@ -440,15 +468,18 @@ class AsyncChatClient:
             APIConnectionError: the endpoint could not be reached (after retries).
             ResponseFormatError: a 2xx body that is not the formatter's shape.
         """
-        return await _completions.complete(
-            self,
-            prompt,
-            given(_completions.COMMON_PARAMS, (max_tokens, temperature, top_p, stop, seed)),
-            model_params,
-            timeout,
-            deployment,
-            extra_headers,
+        common = _given_completion(max_tokens, temperature, top_p, stop, seed)
+        pipeline = self._pipeline
+        call = pipeline.prepare(
+            TEXT_COMPLETION,
+            self._checked_prompt(prompt, model_params),
+            merge_params(self._config.model_kwargs, common, model_params),
+            stream=False,
+            timeout=self._call_timeout(timeout),
+            deployment=deployment,
+            extra_headers=extra_headers,
         )
+        return await pipeline.send(call)
 
     def stream_complete(
         self,
@@ -468,19 +499,42 @@ class AsyncChatClient:
 
         Use it as ``async with client.stream_complete(prompt) as stream: async for chunk in stream: ...``;
         after the last chunk, ``stream.final_response()`` is the aggregated :class:`CompletionResponse`. The
-        arguments are those of :meth:`complete`; invalid ones raise here, before anything is sent. Opening the
-        stream is retried like a call; a failure after that raises :class:`StreamError`. ``/score`` cannot
-        stream, so there the whole completion is one chunk.
+        arguments are those of :meth:`complete`; invalid ones raise here, before anything is sent. Retries
+        follow :meth:`stream`'s rule. ``/score`` cannot stream, so there the whole completion is one chunk.
         """
-        return _completions.stream_complete(
-            self,
-            prompt,
-            given(_completions.COMMON_PARAMS, (max_tokens, temperature, top_p, stop, seed)),
-            model_params,
-            timeout,
-            deployment,
-            extra_headers,
+        common = _given_completion(max_tokens, temperature, top_p, stop, seed)
+        pipeline = self._pipeline
+        call = pipeline.prepare(
+            TEXT_COMPLETION,
+            self._checked_prompt(prompt, model_params),
+            merge_params(self._config.model_kwargs, common, model_params),
+            stream=self._endpoint.streams,
+            timeout=self._call_timeout(timeout),
+            deployment=deployment,
+            extra_headers=extra_headers,
         )
+        return AsyncCompletionStream(pipeline, call, max_event_bytes=self._config.max_event_bytes)
+
+    def with_options(self, **changes: Unpack[ClientOptions]) -> Self:
+        """A sibling client: this one's configuration with ``changes`` (any constructor argument).
+
+        The sibling shares this client's connection pool and rate limiter: one :class:`RateLimit` is enforced
+        once across a client and all its siblings. Close the client you built; its siblings need no closing
+        (closing one does not close the shared pool). A sibling given its own ``rate_limit``, ``transport``,
+        ``session`` or ``max_connections`` gets its own limiter or pool.
+
+        Example: ``await client.with_options(timeout=5, max_retries=0).chat(messages)``.
+
+        Raises:
+            ConfigurationError: for an unknown option or an invalid value (as the constructor would).
+        """
+        unknown = sorted(set(changes) - set(ClientOptions.__annotations__))
+        if unknown:
+            raise ConfigurationError(
+                f"with_options() got unknown option(s) {', '.join(unknown)}; it takes the constructor's arguments"
+            )
+        own_pool = any(name in changes for name in ("transport", "session", "max_connections"))
+        return self._sibling({**self._options, **changes}, own_transport=own_pool)
 
     def to_langchain(self, **kwargs: Any) -> Any:
         """A LangChain chat model (``azureml_chat.langchain.AzureMLChatModel``) backed by this client.
@@ -490,14 +544,17 @@ class AsyncChatClient:
         Raises:
             ImportError: when langchain-core is not installed, naming the extra to install.
         """
-        return _langchain_module().AzureMLChatModel.from_client(self, **kwargs)
+        return langchain_module().AzureMLChatModel.from_client(self, **kwargs)
 
     async def aclose(self) -> None:
-        """Close the connection pool (a ``session=`` you passed in stays open). Safe to call twice."""
-        await self._transport.aclose()
+        """Close the connection pool (a ``session=`` or ``transport=`` you passed in stays open, and so does
+        the pool of the client this one is a sibling of). Safe to call twice."""
+        self._closed = True
+        if self._owns_transport:
+            await self._pipeline.transport.aclose()
 
     async def __aenter__(self) -> Self:
-        if self._transport.closed:
+        if self.closed:
             raise RuntimeError("this client is closed; create a new one")
         return self
 
@@ -507,204 +564,33 @@ class AsyncChatClient:
         await self.aclose()
 
     def __repr__(self) -> str:
-        config = self._config
-        deployment = f", deployment={config.deployment!r}" if config.deployment else ""
+        endpoint = self._endpoint
+        deployment = f", deployment={endpoint.deployment!r}" if endpoint.deployment else ""
         return (
-            f"AsyncChatClient(endpoint_url={config.endpoint.url!r}, endpoint_type={config.endpoint.endpoint_type!r}, "
-            f"formatter={config.formatter.name!r}{deployment}, api_key={config.api_key!r})"
+            f"{type(self).__name__}(endpoint_url={endpoint.url!r}, endpoint_type={endpoint.endpoint_type!r}, "
+            f"formatter={endpoint.formatter.name!r}{deployment}, api_key={endpoint.api_key!r})"
         )
 
-    # --- per call -------------------------------------------------------------------------------------
+    # --- internals ------------------------------------------------------------------------------------
 
-    def _prepare(
-        self,
-        messages: Iterable[Message | Mapping[str, Any]],
-        common: Mapping[str, Any],
-        model_params: Mapping[str, Any],
-        timeout: float | Timeout | None,
-        deployment: str | None,
-        extra_headers: Mapping[str, str] | None,
-        *,
-        stream: bool,
-    ) -> tuple[bytes, dict[str, str], Timeout]:
-        """Check everything a call was given and build its body, headers and timeout (nothing is sent)."""
-        config = self._config
-        params = merge_params(config.model_kwargs, common, model_params)
-        if self._plain_body is not None and (wire := plain_messages(messages)) is not None:
-            # No message objects built only to be turned back into the same dicts (docs/performance.md).
-            request = self._plain_body(wire, params, stream=stream)
-        else:
-            checked = messages_from_input(messages)
-            request = config.formatter.build_request(config.endpoint.route, checked, params, stream=stream)
-        return (
-            encode_json(request),
-            self._request_headers(deployment, extra_headers),
-            self._call_timeout(timeout),
-        )
+    def _sibling(self, options: ClientOptions, *, own_transport: bool) -> Self:
+        """A client built from ``options`` that shares this one's limiter, and its transport unless
+        ``own_transport`` (a client for another event loop needs its own pool)."""
+        sibling = type(self).__new__(type(self))
+        sibling._setup(options, parent=self, own_transport=own_transport)
+        return sibling
 
-    async def _send(
-        self, body: bytes, headers: dict[str, str], timeout: Timeout, parse: Callable[[Route, Any], AnswerT]
-    ) -> AnswerT:
-        """POST with retries, ``parse`` the 2xx body, charge its tokens, and stamp the request id."""
-        if self._auth is None and self._limiter.open:
-            # The happy path: one direct await, no closure or wrapper; retries are set up only after a failure.
-            try:
-                raw = await self._transport.post(self._url, body, headers, timeout)
-            except AzureMLChatError as exc:
-                raw = await self._retry_after(exc, body, headers, timeout)
-        else:
-            raw = await self._post(body, headers, timeout)
-        config = self._config
-        response = parse(config.endpoint.route, decode_json(raw.body, config.formatter.name))
-        if response.usage is not None:
-            self._limiter.charge(response.usage.total_tokens)
-        request_id = raw.headers.get("x-request-id") or headers["x-ms-client-request-id"]
-        if self._fresh_answers:
-            # The package's own parsers return a new object every call, still unseen by anyone: stamping it
-            # costs a fraction of the copy that attrs.evolve makes (docs/performance.md).
-            object.__setattr__(response, "request_id", request_id)
-            return response
-        # A formatter's own parser may hand out a shared answer: stamp a copy. Both answer types are frozen
-        # attrs classes; mypy cannot see that through the TypeVar.
-        return cast(AnswerT, attrs.evolve(cast(Any, response), request_id=request_id))
-
-    def _streamed(
-        self,
-        stream_cls: Callable[..., StreamT],
-        body: bytes,
-        headers: dict[str, str],
-        timeout: Timeout,
-        *,
-        streams: bool,
-        parse: Callable[[Route, Any], Any],
-    ) -> StreamT:
-        """A stream of ``stream_cls`` that opens on first use (a plain request when the route cannot stream),
-        holding its rate-limiter ticket until it is released."""
-        limiter = self._limiter
-        ticket: Ticket | None = None
-
-        async def opener() -> Any:
-            nonlocal ticket
-            if not streams:
-                return await self._send(body, headers, timeout, parse)
-            response, ticket = await self._open_stream(body, headers, timeout)
-            return response
-
-        def on_release(usage: Usage | None) -> None:
-            if ticket is not None:
-                limiter.finish(ticket)
-            if usage is not None and streams:  # a plain request was charged by _send already
-                limiter.charge(usage.total_tokens)
-
-        return stream_cls(
-            opener,
-            formatter=self._config.formatter,
-            route=self._config.endpoint.route,
-            request_id=headers["x-ms-client-request-id"],
-            max_event_bytes=self._max_event_bytes,
-            on_release=on_release,
-        )
-
-    async def _post(self, body: bytes, headers: dict[str, str], timeout: Timeout) -> RawResponse:
-        """POST with retries; each attempt is admitted by the rate limiter and carries a fresh token."""
-        return await self._config.retry.call(
-            self._refreshing_on_401(self._post_attempt(body, headers, timeout)), describe=self._describe
-        )
-
-    async def _retry_after(
-        self, failure: AzureMLChatError, body: bytes, headers: dict[str, str], timeout: Timeout
-    ) -> RawResponse:
-        """The retries of a happy-path first attempt that failed with ``failure`` (raised if not retryable)."""
-        if isinstance(failure, RateLimitError):
-            self._limiter.throttled(failure.retry_after)
-        return await self._config.retry.call_after(
-            failure, self._post_attempt(body, headers, timeout), describe=self._describe
-        )
-
-    def _post_attempt(
-        self, body: bytes, headers: dict[str, str], timeout: Timeout
-    ) -> Callable[[], Awaitable[RawResponse]]:
-        """One POST attempt, admitted by the rate limiter, with a fresh token when there is a credential."""
-        transport = self._transport
-        limiter = self._limiter
-
-        async def attempt() -> RawResponse:
-            ticket = None if limiter.open else await limiter.admit()
-            try:
-                sent = headers if self._auth is None else await self._authorized(headers)
-                return await transport.post(self._url, body, sent, timeout)
-            except RateLimitError as exc:
-                limiter.throttled(exc.retry_after)
-                raise
-            finally:
-                if ticket is not None:
-                    limiter.finish(ticket)
-
-        return attempt
-
-    async def _open_stream(
-        self, body: bytes, headers: dict[str, str], timeout: Timeout
-    ) -> tuple[aiohttp.ClientResponse, Ticket | None]:
-        """Open a stream with retries; the admitting ticket stays with the stream until it is released."""
-        transport = self._transport
-        limiter = self._limiter
-
-        async def attempt() -> tuple[aiohttp.ClientResponse, Ticket | None]:
-            ticket = None if limiter.open else await limiter.admit()
-            try:
-                sent = headers if self._auth is None else await self._authorized(headers)
-                return await transport.open_stream(self._url, body, sent, timeout), ticket
-            except RateLimitError as exc:
-                limiter.throttled(exc.retry_after)
-                if ticket is not None:
-                    limiter.finish(ticket)
-                raise
-            except BaseException:
-                if ticket is not None:
-                    limiter.finish(ticket)
-                raise
-
-        return await self._config.retry.call(self._refreshing_on_401(attempt), describe=self._describe)
-
-    def _request_headers(
-        self, deployment: str | None, extra_headers: Mapping[str, str] | None
-    ) -> dict[str, str]:
-        headers = dict(self._headers)
-        headers["x-ms-client-request-id"] = f"{self._id_prefix}-{next(self._ids):x}"
-        chosen = deployment if deployment is not None else self._config.deployment
-        if chosen is not None:
-            try:
-                headers["azureml-model-deployment"] = check_header_token(chosen, "deployment")
-            except ConfigurationError as exc:
-                raise InvalidRequestError(str(exc)) from None
-        if extra_headers:
-            try:
-                headers.update(check_headers(extra_headers, "extra_headers"))
-            except ConfigurationError as exc:
-                raise InvalidRequestError(str(exc)) from None
-            if not _REQUEST_ID.match(headers["x-ms-client-request-id"]):
-                raise InvalidRequestError("x-ms-client-request-id must be 1-40 letters, digits or '-'")
-        return headers
-
-    async def _authorized(self, headers: dict[str, str]) -> dict[str, str]:
-        if self._auth is not None and "authorization" not in headers:
-            return {**headers, "authorization": f"Bearer {await self._auth.token()}"}
-        return headers
-
-    def _refreshing_on_401(self, attempt: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
-        """``attempt``, retried once with a fresh token when a credential's token was rejected."""
-        auth = self._auth
-        if auth is None:
-            return attempt
-
-        async def with_refresh() -> T:
-            try:
-                return await attempt()
-            except AuthenticationError:
-                auth.invalidate()
-                return await attempt()
-
-        return with_refresh
+    def _checked_prompt(self, prompt: str, model_params: Mapping[str, Any]) -> str:
+        endpoint = self._endpoint
+        if not endpoint.formatter.can_complete(endpoint.route):
+            raise endpoint.formatter.cannot_complete(endpoint.route)
+        if not isinstance(prompt, str):
+            raise InvalidRequestError(f"prompt must be a string, got {type(prompt).__name__}")
+        for name in sorted(
+            (model_params.keys() | self._config.model_kwargs.keys()) & _COMPLETION_RESERVED.keys()
+        ):
+            raise InvalidRequestError(f"{name!r} is not a model parameter: {_COMPLETION_RESERVED[name]}")
+        return prompt
 
     def _call_timeout(self, timeout: float | Timeout | None) -> Timeout:
         if timeout is None:
@@ -715,63 +601,16 @@ class AsyncChatClient:
             raise InvalidRequestError(str(exc)) from None
 
 
-def _builds_fresh_answers(formatter: ContentFormatter) -> bool:
-    """True when the formatter parses with the package's own code, which builds a new answer every call."""
-    cls = type(formatter)
-    return all(
-        getattr(cls, name).__module__.startswith("azureml_chat.")
-        for name in ("parse_response", "parse_completion")
-    )
+def _wire_messages(messages: Iterable[Message | Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The messages in the OpenAI wire shape, checked. Plain ``{"role", "content"}`` dicts already are: the
+    caller's list is used as is (formatters never change it), with no message objects built in between."""
+    wire = plain_messages(messages)
+    if wire is not None:
+        return wire
+    return messages_to_wire(messages_from_input(messages))
 
 
-def _base_headers(config: ClientConfig) -> dict[str, str]:
-    """Headers every request carries, built once per client."""
-    headers = {
-        "content-type": "application/json",
-        "accept": "application/json",
-        "user-agent": _USER_AGENT,
-    }
-    if config.api_key is not None:
-        headers.update(_auth_headers(config.api_key, config.auth_header))
-    headers.update(config.headers)
-    return headers
-
-
-def _auth_headers(key: Secret, mode: str) -> dict[str, str]:
-    value = key.get_secret_value()
-    headers = {}
-    if mode in ("bearer", "both"):
-        headers["authorization"] = f"Bearer {value}"
-    if mode in ("api-key", "both"):
-        headers["api-key"] = value
-    return headers
-
-
-_OPTION_NAMES = frozenset(
-    (
-        "endpoint_url",
-        "api_key",
-        "endpoint_type",
-        "formatter",
-        "deployment",
-        "timeout",
-        "max_retries",
-        "model_kwargs",
-        "credential",
-        "headers",
-        "retry",
-        "auth_header",
-        "extra_parameters",
-        "max_connections",
-        "allow_insecure_http",
-        "max_event_bytes",
-        "credential_scope",
-        "rate_limit",
-    )
-)
-
-
-def _langchain_module() -> Any:
+def langchain_module() -> Any:
     """``azureml_chat.langchain``, imported only when asked for (the core never needs langchain-core)."""
     try:
         import langchain_core  # noqa: F401
@@ -780,6 +619,11 @@ def _langchain_module() -> Any:
             'to_langchain() needs langchain-core: pip install "azureml-chat[langchain]"', name=exc.name
         ) from exc
     return importlib.import_module("azureml_chat.langchain")
+
+
+def _given_completion(max_tokens: Any, temperature: Any, top_p: Any, stop: Any, seed: Any) -> dict[str, Any]:
+    """The common completion parameters that were given (not None), by name."""
+    return _given(temperature, top_p, max_tokens, stop, seed, None, None, None, None, None)
 
 
 def _given(

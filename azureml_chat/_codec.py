@@ -52,6 +52,6 @@ def decode_json(raw: bytes, formatter: str) -> Any:
     return value
 
 
-def loads(text: str) -> Any:
-    """Parse JSON text (one stream event) with the fastest codec available; ``ValueError`` when invalid."""
+def loads(text: str | bytes) -> Any:
+    """Parse JSON text (one stream event, or a body) with the fastest codec available; ``ValueError`` when invalid."""
     return orjson.loads(text) if orjson is not None else json.loads(text)

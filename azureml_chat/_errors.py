@@ -25,6 +25,7 @@ import json
 from collections.abc import Mapping
 
 from . import _defaults
+from ._retry_after import parse_retry_after
 
 __all__ = [
     "APIConnectionError",
@@ -166,8 +167,6 @@ class RateLimitError(APIStatusError):
     @property
     def retry_after(self) -> float | None:
         """Seconds the endpoint asked us to wait (``retry-after-ms``, ``Retry-After``, ...), when it said."""
-        from ._retry import parse_retry_after  # _retry imports this module
-
         return parse_retry_after(self.headers)
 
 

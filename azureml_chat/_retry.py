@@ -6,12 +6,10 @@ throughput, performance-anchors.md); only a retryable failure enters :func:`Retr
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import math
 import random
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import attrs
@@ -19,6 +17,7 @@ import tenacity
 
 from . import _defaults
 from ._errors import APIConnectionError, APIStatusError, AzureMLChatError, ModelError
+from ._retry_after import parse_retry_after
 
 __all__ = ["RetryPolicy", "backoff", "parse_retry_after", "retry_decision"]
 
@@ -29,42 +28,6 @@ T = TypeVar("T")
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 # 424 means the model container failed; its own status decides (azure_protocol.md 1.6).
 RETRYABLE_INNER_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600))
-
-
-def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds the server asks us to wait, or ``None`` when it did not say (or said nonsense).
-
-    Checked in order: ``retry-after-ms`` and ``x-ms-retry-after-ms`` (milliseconds), then ``Retry-After``
-    as seconds, then ``Retry-After`` as an HTTP date. Negative, infinite and unparseable values are ignored.
-    """
-    for name in ("retry-after-ms", "x-ms-retry-after-ms"):
-        raw = headers.get(name)
-        if raw is not None:
-            ms = _finite_float(raw)
-            if ms is not None and ms >= 0:
-                return ms / 1000.0
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    seconds = _finite_float(raw)
-    if seconds is not None:
-        return seconds if seconds >= 0 else None
-    try:
-        parsed = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if parsed.tzinfo is None:
-        return None
-    delay = parsed.timestamp() - (time.time() if now is None else now)
-    return max(delay, 0.0)
-
-
-def _finite_float(raw: str) -> float | None:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
 
 
 def backoff(

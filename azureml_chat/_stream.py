@@ -1,159 +1,59 @@
 """Streams: async iterators of chunks that always release their connection.
 
-``_BaseStream`` holds the machinery; ``AsyncChatStream`` (chat chunks) and ``AsyncCompletionStream``
-(text-completion chunks, in ``_completion_stream.py``) only say how to parse.
+One class, :class:`AsyncStream`, serves chat (:class:`AsyncChatStream`) and text completion
+(:class:`AsyncCompletionStream`); the call's :class:`~azureml_chat._operations.Operation` says how to read.
 
-Opening the stream (send, check the status) is retried like any call; once a chunk may have reached the
-caller nothing is retried, and any failure is a :class:`StreamError`. The HTTP response is released on
-exhaustion, ``break`` (through ``async with`` or garbage collection), an error, cancellation and
-:meth:`AsyncChatStream.aclose`.
+The retry rule, in one place: opening a stream is an attempt like any other, and so is reading it up to its
+first chunk. A connection that fails before the first chunk reached the caller (while connecting, with a
+retryable status, or after the status line but before the first event) is retried, since nothing reached the
+caller. Once a chunk was handed out, nothing is retried: any failure is a :class:`StreamError`. The HTTP
+response is released on exhaustion, ``break`` (through ``async with`` or garbage collection), an error,
+cancellation and :meth:`AsyncStream.aclose`.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
-
-import aiohttp
+from typing import Any, Generic, Self, TypeVar
 
 from ._codec import decode_json, loads
-from ._errors import StreamError, error_message
-from ._messages import AssistantMessage, ToolCall
-from ._responses import ChatChunk, ChatResponse, ToolCallDelta, Usage
+from ._errors import APIConnectionError, StreamError, error_message
+from ._operations import Accumulator, ChunkT
+from ._pipeline import Call, Pipeline
+from ._responses import ChatChunk, ChatResponse, CompletionChunk, CompletionResponse
 from ._sse import ServerSentEvent, SSEDecoder
-from .formatters import ContentFormatter, Route
+from ._transport import StreamResponse
 
-__all__ = ["AsyncChatStream", "StreamAccumulator"]
+__all__ = ["AsyncChatStream", "AsyncCompletionStream", "AsyncStream"]
 
-ChunkT = TypeVar("ChunkT")
 ResponseT = TypeVar("ResponseT")
-ChunkT_contra = TypeVar("ChunkT_contra", contravariant=True)
-ResponseT_co = TypeVar("ResponseT_co", covariant=True)
 
 
-class StreamAccumulator:
-    """Folds chunks into the :class:`ChatResponse` a non-streaming call would have returned."""
+class AsyncStream(Generic[ChunkT, ResponseT]):
+    """The chunks of one streamed answer. Use ``async with client.stream(...) as stream: async for ...``.
 
-    def __init__(self) -> None:
-        self._text: list[str] = []
-        self._calls: dict[int, list[Any]] = {}  # index -> [id, name, [argument pieces]]
-        self.finish_reason: str | None = None
-        self.usage: Usage | None = None
-        self.model: str | None = None
-        self.id: str | None = None
+    After the last chunk, :meth:`final_response` gives the aggregated answer: text joined, tool calls
+    reassembled by index, usage from the usage event.
+    """
 
-    def add(self, chunk: ChatChunk) -> None:
-        if chunk.content:
-            self._text.append(chunk.content)
-        for delta in chunk.tool_calls:
-            self._add_call(delta)
-        if chunk.finish_reason is not None:
-            self.finish_reason = chunk.finish_reason
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        self.model = self.model or chunk.model
-        self.id = self.id or chunk.id
-
-    def _add_call(self, delta: ToolCallDelta) -> None:
-        # id and name arrive only in the first piece of each index; keying by index keeps parallel calls apart.
-        call = self._calls.setdefault(delta.index, [None, None, []])
-        call[0] = call[0] or delta.id
-        call[1] = call[1] or delta.name
-        call[2].append(delta.arguments)
-
-    def response(self, *, request_id: str | None, raw: Any = None) -> ChatResponse:
-        calls = tuple(
-            ToolCall(id=call_id or f"call_{index}", name=name or "", arguments="".join(pieces))
-            for index, (call_id, name, pieces) in sorted(self._calls.items())
-        )
-        content = "".join(self._text) if self._text or not calls else None
-        return ChatResponse(
-            message=AssistantMessage(content, tool_calls=calls),
-            finish_reason=self.finish_reason,
-            usage=self.usage,
-            model=self.model,
-            id=self.id,
-            request_id=request_id,
-            raw=raw,
-        )
-
-
-def chunk_from_response(response: ChatResponse) -> ChatChunk:
-    """The whole answer as one chunk, for routes that cannot stream."""
-    deltas = tuple(
-        ToolCallDelta(index=index, id=call.id, name=call.name, arguments=call.arguments)
-        for index, call in enumerate(response.tool_calls)
-    )
-    return ChatChunk(
-        content=response.content,
-        finish_reason=response.finish_reason,
-        usage=response.usage,
-        tool_calls=deltas,
-        role="assistant",
-        model=response.model,
-        id=response.id,
-        raw=response.raw,
-    )
-
-
-class _Accumulator(Protocol[ChunkT_contra, ResponseT_co]):
-    usage: Usage | None
-
-    def add(self, chunk: ChunkT_contra) -> None: ...
-
-    def response(self, *, request_id: str | None) -> ResponseT_co: ...
-
-
-class _BaseStream(Generic[ChunkT, ResponseT]):
-    """The machinery of every stream: open (retried by the opener), decode SSE, hand out chunks one by one,
-    aggregate them, and release the connection on every way out. Subclasses say how to parse."""
-
-    _what: ClassVar[str] = "answer"  # for messages: "the answer may be truncated"
-
-    def __init__(
-        self,
-        opener: Callable[[], Awaitable[aiohttp.ClientResponse | ResponseT]],
-        *,
-        formatter: ContentFormatter,
-        route: Route,
-        request_id: str,
-        max_event_bytes: int,
-        on_release: Callable[[Usage | None], None] | None = None,
-    ) -> None:
-        self._opener = opener
-        self._on_release = on_release
-        self._formatter = formatter
-        self._route = route
-        self._request_id = request_id
+    def __init__(self, pipeline: Pipeline, call: Call[ResponseT, ChunkT], *, max_event_bytes: int) -> None:
+        self._pipeline = pipeline
+        self._call: Call[ResponseT, ChunkT] | None = call
+        self._operation = call.operation
+        self._request_id = call.request_id
+        self._max_event_bytes = max_event_bytes
         self._decoder = SSEDecoder(max_event_bytes=max_event_bytes)
-        self._response: aiohttp.ClientResponse | None = None
+        self._response: StreamResponse | None = None
         self._ready: deque[ChunkT] = deque()
         # Events decoded but not parsed yet: parsed one per __anext__, so a burst of events neither delays
         # the first chunk nor runs ahead of the caller (and usage is counted only once it was handed out).
         self._events: deque[ServerSentEvent] = deque()
-        self._accumulator = self._new_accumulator()
+        self._accumulator: Accumulator[ResponseT, Any] = Accumulator(call.operation)
+        self._handed_out = 0
         self._opened = False
         self._finished = False
         self._closed = False
-
-    # --- what a subclass defines ---------------------------------------------------------------------------
-
-    def _new_accumulator(self) -> _Accumulator[ChunkT, ResponseT]:
-        raise NotImplementedError
-
-    def _whole_chunk(self, response: ResponseT) -> ChunkT:
-        """The whole answer as one chunk (routes that cannot stream, servers that ignore ``stream``)."""
-        raise NotImplementedError
-
-    def _parse_body(self, body: Any) -> ResponseT:
-        raise NotImplementedError
-
-    def _parse_event(self, data: Any) -> ChunkT | None:
-        raise NotImplementedError
-
-    # --- public ----------------------------------------------------------------------------------------------
 
     @property
     def request_id(self) -> str:
@@ -177,21 +77,31 @@ class _BaseStream(Generic[ChunkT, ResponseT]):
         if self._closed:
             raise StopAsyncIteration
         while not self._ready:
-            if self._finished or self._closed:
+            if self._finished:
+                self._release(drop=False, error=None)
                 raise StopAsyncIteration
             try:
-                if self._events:
-                    self._parse_next_event()
-                elif not self._opened:
+                if not self._opened:
                     await self._open()
+                elif self._events:
+                    self._parse_next_event()
                 else:
                     await self._read_more()
-            except BaseException:
-                self._release(drop=True)
+            except BaseException as exc:
+                self._release(drop=True, error=exc)
                 raise
         chunk = self._ready.popleft()
         self._accumulator.add(chunk)
+        self._handed_out += 1
+        if self._handed_out == 1 and self._call is not None:
+            self._call.observer.first_chunk()
+        if self._finished and not self._ready and not self._events:
+            self._release(drop=False, error=None)
         return chunk
+
+    def buffered(self) -> bool:
+        """Whether the next chunk (or the end) can be had without waiting for the network."""
+        return bool(self._ready or self._events) or self._finished or self._closed
 
     async def aclose(self) -> None:
         """Stop reading and release the connection. Safe to call at any time, and twice."""
@@ -200,7 +110,7 @@ class _BaseStream(Generic[ChunkT, ResponseT]):
     def release_now(self) -> None:
         """:meth:`aclose` without the ``await``, for callers that cannot await (it does no I/O)."""
         self._closed = True
-        self._release(drop=not self._finished)
+        self._release(drop=not self._finished, error=None)
 
     async def __aenter__(self) -> Self:
         return self
@@ -213,102 +123,123 @@ class _BaseStream(Generic[ChunkT, ResponseT]):
     def __del__(self) -> None:
         # Synchronous and idempotent: a stream dropped after `break` without `async with` gives back its socket
         # and its rate-limit ticket.
-        if self.__dict__.get("_response") is not None or self.__dict__.get("_on_release") is not None:
-            self._release(drop=True)
+        if self.__dict__.get("_call") is not None:
+            self._release(drop=True, error=None)
 
-    # --- internals -------------------------------------------------------------------------------------------
+    # --- opening: an attempt under the retry policy ---------------------------------------------------
 
     async def _open(self) -> None:
-        opened = await self._opener()
-        self._opened = True
-        if not isinstance(opened, aiohttp.ClientResponse):
-            # The route cannot stream (classic /score): the whole answer is one chunk.
-            self._request_id = getattr(opened, "request_id", None) or self._request_id
-            self._ready.append(self._whole_chunk(opened))
+        call = self._call
+        assert call is not None
+        pipeline = self._pipeline
+        if call.stream:
+            await pipeline.with_retries(call, self._attempt)
+        else:
+            # The route cannot stream (classic /score): a plain call, whose whole answer is one chunk.
+            answer = pipeline.read(call, await pipeline.with_retries(call, pipeline.attempt))
+            self._request_id = getattr(answer, "request_id", None) or self._request_id
+            self._ready.append(self._operation.whole_chunk(answer))
             self._finished = True
-            self._release(drop=False)
-            return
-        self._response = opened
-        self._request_id = opened.headers.get("x-request-id") or self._request_id
-        if not opened.content_type.startswith("text/event-stream"):
-            await self._read_whole_json(opened)
+        self._opened = True
 
-    async def _read_whole_json(self, response: aiohttp.ClientResponse) -> None:
-        # Some servers ignore "stream": true and answer with one JSON body; stream it as one chunk.
+    async def _attempt(self, call: Call[ResponseT, ChunkT]) -> None:
+        """Open the stream and read up to its first chunk; a broken connection before then is retryable."""
+        response = await self._pipeline.open(call)
+        self._response = response
+        self._decoder = SSEDecoder(max_event_bytes=self._max_event_bytes)
+        self._events.clear()
+        self._request_id = response.headers.get("x-request-id") or call.request_id
         try:
-            body = await response.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise StreamError(f"the connection broke while reading the {self._what}: {exc!r}") from exc
-        self._ready.append(self._whole_chunk(self._parse_body(decode_json(body, self._formatter.name))))
-        self._finish()
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                await self._read_whole_json(response)
+            while not self._ready and not self._finished:
+                if self._events:
+                    self._parse_next_event()
+                else:
+                    await self._read_more(before_first_chunk=True)
+        except APIConnectionError:
+            self._response = None
+            response.close()
+            self._pipeline.release(call, None)
+            raise
 
-    async def _read_more(self) -> None:
+    async def _read_whole_json(self, response: StreamResponse) -> None:
+        # Some servers ignore "stream": true and answer with one JSON body; stream it as one chunk.
+        pieces = []
+        while piece := await response.read_some():
+            pieces.append(piece)
+        call = self._call
+        assert call is not None
+        endpoint = call.endpoint
+        body = decode_json(b"".join(pieces), endpoint.formatter.name)
+        answer = self._operation.read(endpoint.formatter, endpoint.route, body, self._request_id)
+        self._ready.append(self._operation.whole_chunk(answer))
+        self._finished = True
+
+    # --- reading --------------------------------------------------------------------------------------
+
+    async def _read_more(self, *, before_first_chunk: bool = False) -> None:
         assert self._response is not None
         try:
-            piece = await self._response.content.readany()
-        except aiohttp.ServerTimeoutError as exc:
-            raise StreamError(f"no stream event within the read timeout: {exc}") from exc
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise StreamError(f"the connection broke mid-stream: {type(exc).__name__}: {exc}") from exc
+            piece = await self._response.read_some()
+        except APIConnectionError as exc:
+            if before_first_chunk:
+                raise
+            raise StreamError(f"the connection broke mid-stream: {exc}") from exc
         if not piece:
             self._decoder.close()
-            raise StreamError(f"the stream ended without [DONE]: the {self._what} may be truncated")
+            if before_first_chunk:
+                raise APIConnectionError(f"the stream ended before its first event [{self._operation.what}]")
+            raise StreamError(f"the stream ended without [DONE]: the {self._operation.what} may be truncated")
         self._events.extend(self._decoder.feed(piece))
 
     def _parse_next_event(self) -> None:
         event = self._events.popleft()
         if event.data == "[DONE]":
             self._events.clear()  # nothing after [DONE] counts
-            self._finish()
+            self._finished = True
             return
         data = _load_event(event.data)
         if event.event == "error":
             raise StreamError(
                 f"the endpoint reported an error mid-stream: {error_message(data) or data!r:.500}"
             )
-        chunk = self._parse_event(data)
+        call = self._call
+        assert call is not None
+        chunk = self._operation.read_chunk(call.endpoint.formatter, call.endpoint.route, data)
         if chunk is not None:
             self._ready.append(chunk)
 
-    def buffered(self) -> bool:
-        """Whether the next chunk (or the end) can be had without waiting for the network."""
-        return bool(self._ready or self._events) or self._finished or self._closed
-
-    def _finish(self) -> None:
-        self._finished = True
-        self._release(drop=False)
-
-    def _release(self, *, drop: bool) -> None:
+    def _release(self, *, drop: bool, error: BaseException | None) -> None:
+        """Give back the connection and the admission, charge the tokens, and end the call (once)."""
+        call, self._call = self._call, None
         response, self._response = self._response, None
-        callback, self._on_release = self._on_release, None
-        if callback is not None and self._opened:
-            callback(self._accumulator.usage)
         if response is not None:
             # close() drops a connection whose body was not read to the end; release() returns a clean one.
             if drop:
                 response.close()
             else:
                 response.release()
+        if call is None:
+            return
+        usage = self._accumulator.usage
+        self._pipeline.release(call, usage.total_tokens if usage is not None and call.stream else None)
+        finished = self._finished and not self._ready and not self._events and error is None
+        call.observer.end(
+            self._accumulator.response(request_id=self._request_id) if finished else None, error
+        )
 
 
-class AsyncChatStream(_BaseStream[ChatChunk, ChatResponse]):
-    """The chunks of one streamed answer. Use ``async with client.stream(...) as stream: async for ...``.
+class AsyncChatStream(AsyncStream[ChatChunk, ChatResponse]):
+    """The chunks of one streamed chat answer (:class:`ChatChunk`). Use
+    ``async with client.stream(...) as stream: async for chunk in stream: ...``; after the last chunk,
+    :meth:`final_response` gives the aggregated :class:`ChatResponse`."""
 
-    After the last chunk, :meth:`final_response` gives the aggregated :class:`ChatResponse`: content joined,
-    tool calls reassembled by index, usage from the usage event.
-    """
 
-    def _new_accumulator(self) -> StreamAccumulator:
-        return StreamAccumulator()
-
-    def _whole_chunk(self, response: ChatResponse) -> ChatChunk:
-        return chunk_from_response(response)
-
-    def _parse_body(self, body: Any) -> ChatResponse:
-        return self._formatter.parse_response(self._route, body)
-
-    def _parse_event(self, data: Any) -> ChatChunk | None:
-        return self._formatter.parse_chunk(self._route, data)
+class AsyncCompletionStream(AsyncStream[CompletionChunk, CompletionResponse]):
+    """The chunks of one streamed text completion (:class:`CompletionChunk`, ``.text`` deltas). Use
+    ``async with client.stream_complete(prompt) as stream: ...``; after the last chunk,
+    :meth:`final_response` gives the aggregated :class:`CompletionResponse`."""
 
 
 def _load_event(data: str) -> Any:

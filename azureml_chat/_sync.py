@@ -17,12 +17,13 @@ from typing import Any, Generic, Literal, Self, TypeVar, overload
 
 from . import _defaults
 from ._batch import Conversation
-from ._client import AsyncChatClient, _langchain_module
+from ._client import AsyncChatClient, langchain_module
 from ._config import Secret
 from ._errors import AzureMLChatError, ConfigurationError
 from ._messages import Message
+from ._operations import ChunkT
 from ._responses import ChatChunk, ChatResponse, CompletionChunk, CompletionResponse
-from ._stream import ChunkT, ResponseT, _BaseStream
+from ._stream import AsyncStream, ResponseT
 
 __all__ = ["ChatStream", "Client", "CompletionStream"]
 
@@ -204,7 +205,7 @@ class Client:
     def to_langchain(self, **kwargs: Any) -> Any:
         """A LangChain chat model backed by a client with this one's settings; see
         :meth:`AsyncChatClient.to_langchain`."""
-        return _langchain_module().AzureMLChatModel.from_client(self, **kwargs)
+        return langchain_module().AzureMLChatModel.from_client(self, **kwargs)
 
     def close(self) -> None:
         """Close the connection pool and stop the loop thread. Safe to call twice."""
@@ -227,7 +228,7 @@ class Client:
 class _SyncStream(Generic[ChunkT, ResponseT]):
     """The synchronous view of an async stream: each ``next()`` pulls one chunk from the client's loop."""
 
-    def __init__(self, stream: _BaseStream[ChunkT, ResponseT], loop_thread: _LoopThread) -> None:
+    def __init__(self, stream: AsyncStream[ChunkT, ResponseT], loop_thread: _LoopThread) -> None:
         self._stream = stream
         self._loop_thread = loop_thread
         # Chunks fetched in one trip to the loop thread (a hop costs more than parsing a chunk).

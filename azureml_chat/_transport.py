@@ -1,4 +1,13 @@
-"""The only module that does network I/O: one aiohttp session, requests, and aiohttp errors -> ours."""
+"""The transport: the only code that does network I/O, and the seam where another one plugs in.
+
+A transport takes a :class:`Request` and either returns the whole :class:`Response` (:meth:`AsyncTransport.send`)
+or an open :class:`StreamResponse` whose body is read piece by piece (:meth:`AsyncTransport.open`). It returns
+every status as it came (the pipeline decides what a status means) and raises only
+:class:`~azureml_chat.APIConnectionError` or :class:`~azureml_chat.APITimeoutError` when the endpoint could not
+be reached, answered too slowly, or the connection broke, including while a stream is read.
+
+:class:`AiohttpTransport` is the default; ``azureml_chat.testing.MockTransport`` answers from a function.
+"""
 
 from __future__ import annotations
 
@@ -8,29 +17,105 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Mapping
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
 import attrs
-from multidict import CIMultiDictProxy
 from yarl import URL
 
 from . import _defaults
+from ._codec import loads
 from ._config import Timeout
-from ._errors import APIConnectionError, APITimeoutError, make_status_error
+from ._errors import APIConnectionError, APITimeoutError
 
-__all__ = ["RawResponse", "Transport", "client_timeout"]
+__all__ = [
+    "AiohttpTransport",
+    "AsyncTransport",
+    "Request",
+    "Response",
+    "StreamResponse",
+    "client_timeout",
+]
 
 logger = logging.getLogger("azureml_chat")
 
 
-@attrs.define
-class RawResponse:
-    """A complete 2xx response (internal; mutable only because slotted plain attributes are cheaper to set)."""
+@attrs.frozen(kw_only=True)
+class Request:
+    """One HTTP request, as the pipeline hands it to a transport.
 
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
+    Attributes:
+        method: ``"POST"``.
+        url: the full URL.
+        headers: what to send (lower-case names); the key or token is among them, so never log them.
+        content: the encoded JSON body.
+        timeout: the limits of this attempt.
+    """
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = attrs.field(repr=False)
+    content: bytes = attrs.field(repr=False)
+    timeout: Timeout = attrs.field(factory=Timeout)
+
+    def json(self) -> Any:
+        """The body, decoded."""
+        return loads(self.content)
+
+
+@attrs.frozen
+class Response:
+    """A whole response: its status, headers and body (for a status >= 300 the body may be cut at
+    ``MAX_ERROR_BODY`` bytes, so a huge error page cannot exhaust memory)."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+
+@runtime_checkable
+class StreamResponse(Protocol):
+    """A response whose body is still arriving. Hand it back with :meth:`release` (read to the end: the
+    connection may be reused) or :meth:`close` (not read to the end: the connection is dropped)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    async def read_some(self) -> bytes:
+        """The next bytes of the body as they arrive; ``b""`` at its end.
+
+        Raises:
+            APIConnectionError: the connection broke, or (``APITimeoutError``) no byte came within the
+                read timeout.
+        """
+        ...
+
+    def release(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class AsyncTransport(Protocol):
+    """What the client needs from a transport. Pass one as ``AsyncChatClient(..., transport=...)``."""
+
+    async def send(self, request: Request) -> Response:
+        """Send ``request`` and read the whole response, whatever its status."""
+        ...
+
+    async def open(self, request: Request) -> StreamResponse:
+        """Send ``request`` and return as soon as the status line and headers arrived."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the transport holds (connections). Safe to call twice."""
+        ...
 
 
 @functools.lru_cache(maxsize=64)
@@ -47,16 +132,34 @@ def client_timeout(timeout: Timeout, *, stream: bool) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=min(bounds) if bounds else None, connect=timeout.connect)
 
 
-class Transport:
-    """Owns (or borrows) the aiohttp session; turns aiohttp's failures into the package's errors."""
+@functools.lru_cache(maxsize=64)
+def _url(url: str) -> URL:
+    # Parsed once per endpoint, not per request.
+    return URL(url)
+
+
+class AiohttpTransport:
+    """The default transport: one aiohttp session (a connection pool), created lazily in the running loop.
+
+    Args:
+        max_connections: the pool size.
+        session: a session the caller owns; then :meth:`aclose` leaves it open.
+
+    A proxy named by ``HTTP(S)_PROXY`` (and not bypassed by ``NO_PROXY``) is used; the environment is read
+    once per URL, instead of aiohttp's ``trust_env=True``, which costs two thread hops per request
+    (performance-anchors.md).
+    """
 
     def __init__(
-        self, *, max_connections: int, proxy: str | None, session: aiohttp.ClientSession | None = None
+        self,
+        *,
+        max_connections: int = _defaults.MAX_CONNECTIONS,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
         self._session = session
         self._owns_session = session is None
         self._max_connections = max_connections
-        self._proxy = proxy
+        self._proxies: dict[str, str | None] = {}
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -94,6 +197,14 @@ class Transport:
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy the environment names for ``url``, if any (read once per URL)."""
+        try:
+            return self._proxies[url]
+        except KeyError:
+            proxy = self._proxies[url] = _proxy_from_environment(url)
+            return proxy
+
     async def aclose(self) -> None:
         """Close the session if we own it (a caller's session is left alone). Safe to call twice."""
         if self._closed:
@@ -105,67 +216,82 @@ class Transport:
             # Transports finish closing on the next loop iteration; without it aiohttp warns (sdk_design.md 2.4).
             await asyncio.sleep(0)
 
-    async def post(self, url: URL, data: bytes, headers: Mapping[str, str], timeout: Timeout) -> RawResponse:
-        """POST ``data`` and read the whole 2xx response.
+    async def send(self, request: Request) -> Response:
+        """POST and read the whole response.
 
         Redirects are not followed: a scoring endpoint has no legitimate one, and following it could carry
         the key (aiohttp strips ``Authorization`` across origins, not ``api-key``) to another host.
-
-        Raises:
-            APIStatusError: (a subclass of) for a non-2xx status, with the bounded error body.
-            APIConnectionError, APITimeoutError: when the endpoint could not be reached or answered too slowly.
         """
         debug = logger.isEnabledFor(logging.DEBUG)
         started = time.perf_counter() if debug else 0.0
+        timeout = request.timeout
         try:
-            async with self.session().post(
-                url,
-                data=data,
-                headers=headers,
+            async with self.session().request(
+                request.method,
+                _url(request.url),
+                data=request.content,
+                headers=request.headers,
                 timeout=client_timeout(timeout, stream=False),
-                proxy=self._proxy,
+                proxy=self.proxy_for(request.url),
                 allow_redirects=False,
             ) as response:
-                if response.status >= 300:
-                    raise await _status_error(response)
-                body = await response.read()
+                status = response.status
+                body = await (response.read() if status < 300 else _read_error_body(response))
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _translate(exc, url, timeout, stream=False) from exc
+            raise translate(exc, request.url, timeout, stream=False) from exc
         if debug:
             logger.debug(
                 "POST %s -> %d in %.1f ms (%d bytes, request id %s)",
-                url,
-                response.status,
+                request.url.split("?", 1)[0],
+                status,
                 (time.perf_counter() - started) * 1000,
                 len(body),
                 response.headers.get("x-request-id"),
             )
-        return RawResponse(response.status, response.headers, body)
+        return Response(status, response.headers, body)
 
-    async def open_stream(
-        self, url: URL, data: bytes, headers: Mapping[str, str], timeout: Timeout
-    ) -> aiohttp.ClientResponse:
-        """POST ``data`` and return the open 2xx response; the caller must ``release()``/``close()`` it."""
+    async def open(self, request: Request) -> StreamResponse:
+        """POST and return the response as soon as its headers arrived; read it with ``read_some()``."""
+        timeout = request.timeout
         try:
-            response = await self.session().post(
-                url,
-                data=data,
-                headers=headers,
+            response = await self.session().request(
+                request.method,
+                _url(request.url),
+                data=request.content,
+                headers=request.headers,
                 timeout=client_timeout(timeout, stream=True),
-                proxy=self._proxy,
+                proxy=self.proxy_for(request.url),
                 allow_redirects=False,
             )
-            if response.status >= 300:
-                try:
-                    raise await _status_error(response)
-                finally:
-                    response.release()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _translate(exc, url, timeout, stream=True) from exc
-        return response
+            raise translate(exc, request.url, timeout, stream=True) from exc
+        return _AiohttpStream(response, request.url, timeout)
 
 
-async def _status_error(response: aiohttp.ClientResponse) -> Exception:
+class _AiohttpStream:
+    """An open aiohttp response as a :class:`StreamResponse`."""
+
+    def __init__(self, response: aiohttp.ClientResponse, url: str, timeout: Timeout) -> None:
+        self._response = response
+        self._url = url
+        self._timeout = timeout
+        self.status_code = response.status
+        self.headers: Mapping[str, str] = response.headers
+
+    async def read_some(self) -> bytes:
+        try:
+            return await self._response.content.readany()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise translate(exc, self._url, self._timeout, stream=True) from exc
+
+    def release(self) -> None:
+        self._response.release()
+
+    def close(self) -> None:
+        self._response.close()
+
+
+async def _read_error_body(response: aiohttp.ClientResponse) -> bytes:
     body = bytearray()
     with contextlib.suppress(aiohttp.ClientError, TimeoutError):
         while len(body) < _defaults.MAX_ERROR_BODY:
@@ -173,16 +299,17 @@ async def _status_error(response: aiohttp.ClientResponse) -> Exception:
             if not piece:
                 break
             body += piece
-    sent_id = response.request_info.headers.get("x-ms-client-request-id")
-    return make_status_error(response.status, response.headers, bytes(body), sent_request_id=sent_id)
+    return bytes(body)
 
 
-def _translate(exc: BaseException, url: URL, timeout: Timeout, *, stream: bool) -> APIConnectionError:
-    """aiohttp's and asyncio's failures as :class:`APIConnectionError` / :class:`APITimeoutError`."""
+def translate(exc: BaseException, url: str, timeout: Timeout, *, stream: bool) -> APIConnectionError:
+    """aiohttp's and asyncio's failures as :class:`APIConnectionError` / :class:`APITimeoutError`, in one
+    wording whether they happened while connecting, waiting for the answer or reading a stream."""
+    host = URL(url).host
     if isinstance(exc, aiohttp.ServerTimeoutError):
         which = "connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "read"
         limit = timeout.connect if which == "connect" else timeout.read
-        return APITimeoutError(f"{which} timeout after {limit} s talking to {url.host}", url=str(url))
+        return APITimeoutError(f"{which} timeout after {limit} s talking to {host}", url=url)
     if isinstance(exc, TimeoutError):
         # For a non-streaming call the bound is min(read, total) (see client_timeout); name the one that hit.
         which, limit = ("total", timeout.total)
@@ -192,10 +319,18 @@ def _translate(exc: BaseException, url: URL, timeout: Timeout, *, stream: bool) 
             and (timeout.total is None or timeout.read < timeout.total)
         ):
             which, limit = ("read", timeout.read)
-        return APITimeoutError(f"{which} timeout after {limit} s talking to {url.host}", url=str(url))
+        return APITimeoutError(f"{which} timeout after {limit} s talking to {host}", url=url)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        hint = " (is the endpoint URL still a placeholder?)" if "<" in (url.host or "") else ""
-        return APIConnectionError(
-            f"cannot connect to {url.host}:{url.port}: {exc.os_error}{hint}", url=str(url)
-        )
-    return APIConnectionError(f"connection to {url.host} failed: {type(exc).__name__}: {exc}", url=str(url))
+        hint = " (is the endpoint URL still a placeholder?)" if "<" in (host or "") else ""
+        return APIConnectionError(f"cannot connect to {host}:{URL(url).port}: {exc.os_error}{hint}", url=url)
+    return APIConnectionError(f"connection to {host} failed: {type(exc).__name__}: {exc}", url=url)
+
+
+def _proxy_from_environment(url: str) -> str | None:
+    parts = urllib.parse.urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme)
+    bypass: Callable[[str, dict[str, str]], bool] = getattr(urllib.request, "proxy_bypass_environment")  # noqa: B009 (missing from typeshed)
+    if proxy and not bypass(parts.hostname or "", proxies):
+        return proxy
+    return None

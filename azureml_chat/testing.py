@@ -21,6 +21,12 @@ Fixtures:
 
 Both clients retry quickly (milliseconds) so fault-injection tests stay fast; faults are added with
 ``harness.emulator.add_fault("status=503,times=2")``.
+
+Without a server at all, :class:`MockTransport` answers each request from a function you write (it gets a
+request with ``.method``, ``.url``, ``.headers``, ``.content`` and ``.json()``, and returns a
+:class:`MockResponse`)::
+
+    client = AsyncChatClient(URL, "key", transport=MockTransport(lambda request: MockResponse(200, json=...)))
 """
 
 from __future__ import annotations
@@ -32,11 +38,19 @@ import attrs
 import pytest
 
 from ._client import AsyncChatClient
+from ._mock import MockResponse, MockTransport
 from ._retry import RetryPolicy
 from ._sync import Client
 from .emulator import Emulator
 
-__all__ = ["EmulatorHarness", "azureml_emulator", "azureml_emulator_sync", "fast_retry"]
+__all__ = [
+    "EmulatorHarness",
+    "MockResponse",
+    "MockTransport",
+    "azureml_emulator",
+    "azureml_emulator_sync",
+    "fast_retry",
+]
 
 KEY = "test-key"
 ClientT = TypeVar("ClientT", AsyncChatClient, Client)

@@ -769,7 +769,7 @@ async def closed_within(transport: asyncio.BaseTransport, seconds: float = 2.0) 
 
 def open_pool(client: AsyncChatClient, server: LoopbackServer) -> tuple[Any, Any, asyncio.BaseTransport]:
     """The client's session, its connector, and the server side of the one pooled connection (still open)."""
-    session = client._transport._session
+    session = client._pipeline.transport._session
     assert session is not None
     connector = session.connector
     assert connector is not None
@@ -831,7 +831,7 @@ async def test_concurrent_calls_share_one_session(loopback_server: StartServer) 
     server = await loopback_server(scripted(Reply(json={"output": "x"}, delay=0.02)))
     async with connect(server) as client:
         responses = await asyncio.gather(*(client.chat(HI) for _ in range(10)))
-        session = client._transport._session
+        session = client._pipeline.transport._session
         assert session is not None
     assert ["x"] * 10 == [response.content for response in responses]
     assert 10 == len(server.requests)
@@ -914,7 +914,7 @@ async def test_a_client_used_from_another_thread_s_loop_says_so() -> None:
     same-loop test must not let it through)."""
     client = AsyncChatClient("http://127.0.0.1:9/score", KEY, max_retries=0)
     try:
-        client._transport.session()  # bound to this (running) loop
+        client._pipeline.transport.session()  # bound to this (running) loop
 
         def elsewhere() -> str:
             async def call() -> str:
@@ -928,7 +928,9 @@ async def test_a_client_used_from_another_thread_s_loop_says_so() -> None:
 
         message = await asyncio.to_thread(elsewhere)
         assert "bound to the event loop it first ran in" in message
-        assert client._transport.session() is client._transport.session()  # and still fine here
+        assert (
+            client._pipeline.transport.session() is client._pipeline.transport.session()
+        )  # and still fine here
     finally:
         await client.aclose()
 
@@ -941,7 +943,7 @@ def test_a_client_used_from_a_second_event_loop_says_so() -> None:
         from azureml_chat import AsyncChatClient, UserMessage
         client = AsyncChatClient("http://127.0.0.1:9/score", "key", max_retries=0)
         async def first():
-            client._transport.session()  # what the first call does: bind the session to this loop
+            client._pipeline.transport.session()  # what the first call does: bind the session to this loop
         async def second():
             try:
                 await client.chat([UserMessage("hi")])

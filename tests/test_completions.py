@@ -489,7 +489,7 @@ def connect(emulator: Emulator, family: str, *, url: str | None = None, **option
 
 def acquired(client: AsyncChatClient) -> int:
     """Connections the client's pool has handed out and not got back."""
-    session = client._transport._session
+    session = client._pipeline.transport._session
     assert session is not None
     return len(session.connector._acquired)  # type: ignore[union-attr]
 
@@ -899,7 +899,7 @@ def test_sync_stream_and_complete(threaded_emulator: Emulator) -> None:
         with CompletionStream(stream_complete(client.async_client, "one two three"), loop_thread) as stream:
             text = "".join(chunk.text for chunk in stream)
         final = stream.final_response()
-        session = client.async_client._transport._session
+        session = client.async_client._pipeline.transport._session
         assert session is not None
         assert 0 == len(session.connector._acquired)  # type: ignore[union-attr]
     assert "You said: one two three" == whole.text == text == final.text
@@ -917,7 +917,7 @@ def test_sync_stream_break_releases(threaded_emulator: Emulator) -> None:
         with CompletionStream(async_stream, loop_thread) as stream:
             for _ in stream:
                 break
-        session = client.async_client._transport._session
+        session = client.async_client._pipeline.transport._session
         assert session is not None
         assert 0 == len(session.connector._acquired)  # type: ignore[union-attr]
 

@@ -1,4 +1,5 @@
-"""Client configuration: env fallbacks, URL forms, checks, timeouts, the masked key (``_config.py``).
+"""Client configuration: env fallbacks, URL forms, checks, timeouts, the masked key (``_config.py``,
+``_endpoint.py``).
 
 Constructing a client does no I/O (the session is created on first use), so none of these tests touch a network.
 """
@@ -23,6 +24,7 @@ from azureml_chat import (
     Timeout,
 )
 from azureml_chat._messages import Message
+from azureml_chat._transport import AiohttpTransport
 
 pytestmark = pytest.mark.usefixtures("hermetic_env")
 
@@ -44,8 +46,8 @@ def test_url_and_key_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("AZUREML_ENDPOINT_API_KEY", KEY)
     configured = AsyncChatClient()
     assert SERVERLESS == configured.endpoint_url
-    assert configured._config.api_key is not None
-    assert KEY == configured._config.api_key.get_secret_value()
+    assert configured._endpoint.api_key is not None
+    assert KEY == configured._endpoint.api_key.get_secret_value()
 
 
 @pytest.mark.parametrize(
@@ -68,7 +70,7 @@ def test_endpoint_type_comes_from_the_environment(
 def test_deployment_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """``AZUREML_DEPLOYMENT_NAME`` is the client's deployment when none is passed."""
     monkeypatch.setenv("AZUREML_DEPLOYMENT_NAME", "blue")
-    assert "blue" == client()._config.deployment
+    assert "blue" == client()._endpoint.deployment
 
 
 def test_timeout_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,13 +90,13 @@ def test_arguments_beat_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("AZUREML_DEPLOYMENT_NAME", "blue")
     monkeypatch.setenv("AZUREML_TIMEOUT", "30")
     configured = client(DEDICATED, KEY, endpoint_type="dedicated", deployment="green", timeout=5)
-    config = configured._config
+    endpoint = configured._endpoint
     assert DEDICATED == configured.endpoint_url
     assert "dedicated" == configured.endpoint_type
-    assert config.api_key is not None
-    assert KEY == config.api_key.get_secret_value()
-    assert "green" == config.deployment
-    assert 5.0 == config.timeout.total
+    assert endpoint.api_key is not None
+    assert KEY == endpoint.api_key.get_secret_value()
+    assert "green" == configured.deployment
+    assert 5.0 == configured.timeout.total
 
 
 @pytest.mark.parametrize("value", ["soon", "0", "-1", "nan", "inf"])
@@ -106,16 +108,19 @@ def test_bad_timeout_variable_is_a_configuration_error(monkeypatch: pytest.Monke
 
 
 def test_proxy_is_read_once_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``HTTPS_PROXY`` is resolved at construction for the endpoint's scheme (no per-request env lookup)."""
+    """``HTTPS_PROXY`` is resolved once per URL for its scheme (no per-request env lookup)."""
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
-    assert "http://proxy.internal:3128" == client()._config.proxy
+    transport = AiohttpTransport()
+    assert "http://proxy.internal:3128" == transport.proxy_for(DEDICATED)
+    monkeypatch.delenv("HTTPS_PROXY")
+    assert "http://proxy.internal:3128" == transport.proxy_for(DEDICATED)
 
 
 def test_no_proxy_bypasses_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     """A host matched by ``NO_PROXY`` is reached directly."""
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("NO_PROXY", ".inference.ml.azure.com")
-    assert client()._config.proxy is None
+    assert AiohttpTransport().proxy_for(DEDICATED) is None
 
 
 # --- URL forms -------------------------------------------------------------------------------------------------
@@ -235,7 +240,7 @@ def test_url_forms(
     """Every accepted URL form constructs, keeps ``?api-version=``, and resolves its route and endpoint type."""
     configured = client(url, endpoint_type=endpoint_type)
     assert expected_url == configured.endpoint_url
-    assert route == configured._config.endpoint.route
+    assert route == configured._endpoint.route
     assert expected_type == configured.endpoint_type
 
 
@@ -358,7 +363,7 @@ def test_secret_is_masked() -> None:
 
 def test_a_secret_can_be_passed_as_the_key() -> None:
     """A ``Secret`` is accepted as ``api_key`` as is."""
-    assert KEY == client(DEDICATED, Secret(KEY))._config.api_key.get_secret_value()  # type: ignore[arg-type,union-attr]
+    assert KEY == client(DEDICATED, Secret(KEY))._endpoint.api_key.get_secret_value()  # type: ignore[arg-type,union-attr]
 
 
 def test_repr_of_client_and_config_never_shows_the_key() -> None:

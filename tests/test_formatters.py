@@ -5,6 +5,7 @@ Expected bodies are written from the protocol notes: azure_protocol.md 1.8 and 2
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -32,7 +33,6 @@ from azureml_chat import (
 )
 from azureml_chat import formatters as registry
 from azureml_chat._messages import Message
-from azureml_chat.formatters._plain import plain_body_builder
 
 
 def wire(body: Mapping[str, Any]) -> Any:
@@ -573,7 +573,7 @@ def test_base_formatter_must_be_subclassed() -> None:
         base.parse_chunk(Route.SCORE, {})
 
 
-# --- bodies from plain-dict messages (formatters/_plain.py) ---------------------------------------------------------
+# --- the wire-level hooks (build_chat, read_chat) and the classic ones -----------------------------------------------
 
 
 class _OwnBody(registry.OpenAIFormatter):
@@ -582,41 +582,84 @@ class _OwnBody(registry.OpenAIFormatter):
     def build_request(
         self, route: Route, messages: Sequence[Message], params: Mapping[str, Any], *, stream: bool
     ) -> dict[str, Any]:
-        return {"custom": len(messages)}
+        return {"custom": [type(message).__name__ for message in messages]}
+
+
+class _OwnParser(registry.OpenAIFormatter):
+    """A subclass that changes how answers are read, and hands out one shared answer."""
+
+    shared = ChatResponse(message=AssistantMessage("shared"))
+
+    def parse_response(self, route: Route, body: Any) -> ChatResponse:
+        return self.shared
 
 
 @pytest.mark.parametrize(
-    ("formatter", "route", "takes_dicts"),
+    ("family", "route"),
     [
-        (registry.OpenAIFormatter(), Route.CHAT_COMPLETIONS, True),
-        (registry.OpenAIFormatter(), Route.SCORE, True),
-        (registry.OpenAIFormatter(), Route.COMPLETIONS, False),
-        (registry.LlamaFormatter(), Route.CHAT_COMPLETIONS, True),
-        (registry.LlamaFormatter(), Route.SCORE, True),
-        (registry.MistralFormatter(), Route.SCORE, False),
-        (registry.MistralFormatter(), Route.CHAT_COMPLETIONS, False),
-        (_OwnBody(), Route.CHAT_COMPLETIONS, False),
+        ("openai", Route.CHAT_COMPLETIONS),
+        ("openai", Route.SCORE),
+        ("llama", Route.CHAT_COMPLETIONS),
+        ("llama", Route.SCORE),
+        ("mistral", Route.SCORE),
+        ("mistral", Route.CHAT_COMPLETIONS),
     ],
 )
-def test_plain_dicts_skip_message_objects_only_where_the_body_is_the_same(
-    formatter: ContentFormatter, route: Route, takes_dicts: bool
-) -> None:
-    """Only the package's own OpenAI and Llama bodies are built from the dicts; where they are, the body equals
-    the one ``build_request`` makes from message objects."""
-    builder = plain_body_builder(formatter, route)
-    assert takes_dicts == (builder is not None)
-    if builder is not None:
-        wire = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
-        params = {"max_tokens": 5, "temperature": 0.0}
-        objects = [SystemMessage("s"), UserMessage("u")]
-        assert formatter.build_request(route, objects, params, stream=False) == builder(
-            wire, params, stream=False
-        )
+def test_the_body_from_wire_dicts_equals_the_body_from_message_objects(family: str, route: Route) -> None:
+    """``build_chat`` (wire dicts, what the client calls) builds exactly the body ``build_request`` builds from
+    message objects, for every built-in chat family and route."""
+    formatter = get_formatter(family)
+    wire = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+    params = {"max_tokens": 5, "temperature": 0.0}
+    objects = [SystemMessage("s"), UserMessage("u")]
+    assert formatter.build_request(route, objects, params, stream=False) == formatter.build_chat(
+        route, wire, params, stream=False
+    )
 
 
-def test_plain_dicts_on_score_still_refuse_what_the_schema_cannot_carry() -> None:
-    """The ``/score`` body built from dicts rejects the parameters the schema has no place for, as before."""
-    builder = plain_body_builder(registry.LlamaFormatter(), Route.SCORE)
-    assert builder is not None
+@pytest.mark.parametrize("family", ["mistral", "llama"])
+def test_build_chat_never_changes_the_callers_messages(family: str) -> None:
+    """Folding and flattening build new dicts: the caller's list and dicts are left as they were."""
+    wire: list[dict[str, Any]] = [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+    ]
+    before = copy.deepcopy(wire)
+    body = get_formatter(family).build_chat(Route.SCORE, wire, {}, stream=False)
+    assert before == wire
+    assert body["input_data"]["input_string"][-1]["content"].endswith("ab")
+
+
+def test_a_subclass_that_overrides_build_request_gets_message_objects() -> None:
+    """A formatter written against message objects is called with them: the wire-level hook converts."""
+    body = _OwnBody().build_chat(
+        Route.CHAT_COMPLETIONS,
+        [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+        {},
+        stream=False,
+    )
+    assert {"custom": ["SystemMessage", "UserMessage"]} == body
+
+
+def test_a_subclass_that_overrides_parse_response_gets_a_stamped_copy() -> None:
+    """``read_chat`` of a formatter with its own ``parse_response`` uses it and stamps the request id on a
+    copy, so a shared answer is never changed."""
+    formatter = _OwnParser()
+    response = formatter.read_chat(Route.CHAT_COMPLETIONS, {}, request_id="rid-1")
+    assert ("shared", "rid-1") == (response.content, response.request_id)
+    assert formatter.shared.request_id is None
+
+
+def test_built_in_readers_build_the_answer_with_its_request_id() -> None:
+    """The built-in ``read_chat`` puts the request id into the answer it builds (no copy afterwards)."""
+    response = get_formatter("openai").read_chat(Route.CHAT_COMPLETIONS, COMPLETION, request_id="rid-2")
+    assert "rid-2" == response.request_id
+    assert get_formatter("openai").parse_response(Route.CHAT_COMPLETIONS, COMPLETION).request_id is None
+
+
+def test_the_score_body_from_wire_dicts_refuses_what_the_schema_cannot_carry() -> None:
+    """The ``/score`` body rejects the parameters the schema has no place for."""
     with pytest.raises(InvalidRequestError, match="'tools'"):
-        builder([{"role": "user", "content": "u"}], {"tools": []}, stream=False)
+        get_formatter("llama").build_chat(
+            Route.SCORE, [{"role": "user", "content": "u"}], {"tools": []}, stream=False
+        )

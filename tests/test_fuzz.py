@@ -28,6 +28,8 @@ from azureml_chat import (
 from azureml_chat._codec import decode_json, encode_json
 from azureml_chat._params import merge_params
 from azureml_chat._serialization import messages_from_input
+from azureml_chat._transport import Request
+from azureml_chat.testing import MockResponse, MockTransport
 
 FAMILIES = sorted(available_formatters())
 ROUTES = list(Route)
@@ -178,14 +180,15 @@ def test_any_messages_and_params_build_a_body_or_raise_invalid_request(
 @given(messages=st.lists(message_like, min_size=1, max_size=3))
 async def test_invalid_messages_never_reach_the_transport(messages: list[Any]) -> None:
     """chat() with bad messages raises InvalidRequestError before the transport is touched."""
-    client = AsyncChatClient("http://127.0.0.1:9/v1/chat/completions", "key")
     sent: list[bytes] = []
 
-    async def post(url: Any, data: bytes, headers: Any, timeout: Any) -> Any:
-        sent.append(data)
+    def handler(request: Request) -> MockResponse:
+        sent.append(request.content)
         raise AssertionError("a request was sent")
 
-    client._transport.post = post  # type: ignore[method-assign]
+    client = AsyncChatClient(
+        "http://127.0.0.1:9/v1/chat/completions", "key", transport=MockTransport(handler)
+    )
     try:
         await client.chat(messages)
     except InvalidRequestError:

@@ -47,7 +47,7 @@ async def emulator() -> AsyncIterator[Emulator]:
 
 
 def acquired(client: AsyncChatClient) -> int:
-    session = client._transport._session
+    session = client._pipeline.transport._session
     return 0 if session is None else len(session.connector._acquired)  # type: ignore[union-attr]
 
 

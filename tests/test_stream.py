@@ -30,7 +30,7 @@ HI = [UserMessage("hi")]
 
 def acquired(client: AsyncChatClient) -> int:
     """Connections the client's pool has handed out and not got back."""
-    session = client._transport._session
+    session = client._pipeline.transport._session
     assert session is not None
     return len(session.connector._acquired)  # type: ignore[union-attr]
 

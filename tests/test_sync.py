@@ -71,7 +71,7 @@ def server() -> Iterator[ThreadedServer]:
 
 
 def acquired(client: Client) -> int:
-    session = client.async_client._transport._session
+    session = client.async_client._pipeline.transport._session
     assert session is not None
     return len(session.connector._acquired)  # type: ignore[union-attr]
 
@@ -181,7 +181,7 @@ def test_ctrl_c_cancels_the_request(server: ThreadedServer) -> None:
             client.chat([UserMessage("slow")])
         except KeyboardInterrupt:
             print("interrupted after", round(time.monotonic() - started, 1))
-            session = client.async_client._transport._session
+            session = client.async_client._pipeline.transport._session
             time.sleep(0.2)
             print("acquired", len(session.connector._acquired))
         client.close()

@@ -5,6 +5,13 @@ parameters; it returns a JSON-ready dict. The client hands it the parsed JSON of
 stream event); it returns a :class:`~azureml_chat.ChatResponse` (or :class:`~azureml_chat.ChatChunk`).
 ``complete()`` does the same with a prompt and :class:`~azureml_chat.CompletionResponse` /
 :class:`~azureml_chat.CompletionChunk`, on the routes listed in ``completion_routes``.
+
+The client calls three hooks that work on the wire's own data: :meth:`ContentFormatter.build_chat` (messages
+as OpenAI-shaped dicts), :meth:`ContentFormatter.read_chat` and :meth:`ContentFormatter.read_completion`
+(which also take the request id, so an answer is built once, complete). The built-in families implement
+them directly. A family written against message objects overrides the classic hooks instead
+(``build_request``, ``parse_response``, ``parse_completion``); the wire-level hooks of the base class then
+convert and call them, so both kinds of subclass take the same path through the client.
 """
 
 from __future__ import annotations
@@ -14,9 +21,12 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+import attrs
+
 from .._errors import InvalidRequestError, ResponseFormatError
 from .._messages import Message
 from .._responses import ChatChunk, ChatResponse, CompletionChunk, CompletionResponse
+from .._serialization import messages_from_input
 
 __all__ = ["ContentFormatter", "Route"]
 
@@ -32,10 +42,14 @@ class Route(enum.Enum):
     COMPLETIONS = "completions"
     """OpenAI-compatible text completions: ``/v1/completions``, ``/completions`` (a prompt in, text out)."""
 
-    # Members are singletons compared by identity; Enum's own __hash__ is Python code, run on every call
-    # (``route in formatter.routes``). Identity hashing is the same contract, in C.
-    __hash__ = object.__hash__
 
+# The wire-level hooks the client calls, each with the classic hooks a subclass may override instead: a class
+# that overrides one of those but not the wire-level hook gets the base class's, which converts and calls it.
+_WIRE_HOOKS = {
+    "build_chat": ("build_request",),
+    "read_chat": ("parse_response",),
+    "read_completion": ("parse_completion",),
+}
 
 # How each route's URL usually ends, for error messages.
 ROUTE_PATHS = {
@@ -68,6 +82,12 @@ class ContentFormatter:
     completion_routes: ClassVar[frozenset[Route]] = frozenset()
     streaming_routes: ClassVar[frozenset[Route]] = frozenset()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for hook, classic in _WIRE_HOOKS.items():
+            if hook not in vars(cls) and any(name in vars(cls) for name in classic):
+                setattr(cls, hook, getattr(ContentFormatter, hook))
+
     def can_chat(self, route: Route) -> bool:
         """Whether ``chat()`` works on ``route`` with this family."""
         return route in self.routes and route not in self.completion_routes
@@ -75,6 +95,32 @@ class ContentFormatter:
     def can_complete(self, route: Route) -> bool:
         """Whether ``complete()`` works on ``route`` with this family."""
         return route in self.routes and route in self.completion_routes
+
+    # --- what the client calls --------------------------------------------------------------------------
+
+    def build_chat(
+        self, route: Route, messages: list[dict[str, Any]], params: Mapping[str, Any], *, stream: bool
+    ) -> dict[str, Any]:
+        """Return the JSON body for checked, OpenAI-shaped ``messages`` and ``params`` on ``route``.
+
+        ``messages`` may be the caller's own list: read it, never change it. The default turns the dicts
+        into message objects and calls :meth:`build_request`.
+        """
+        if not self.can_chat(route):
+            raise self.cannot_chat(route)
+        return self.build_request(route, messages_from_input(messages), params, stream=stream)
+
+    def read_chat(self, route: Route, body: Any, *, request_id: str | None) -> ChatResponse:
+        """The :class:`ChatResponse` for a parsed 2xx body, carrying ``request_id``. The default calls
+        :meth:`parse_response` and stamps a copy (a subclass's answer may be shared)."""
+        response = self.parse_response(route, body)
+        return attrs.evolve(response, request_id=request_id)
+
+    def read_completion(self, route: Route, body: Any, *, request_id: str | None) -> CompletionResponse:
+        """The :class:`CompletionResponse` for a parsed 2xx body, carrying ``request_id``. The default calls
+        :meth:`parse_completion` and stamps a copy."""
+        response = self.parse_completion(route, body)
+        return attrs.evolve(response, request_id=request_id)
 
     # --- chat -----------------------------------------------------------------------------------------
 
@@ -154,26 +200,21 @@ class ContentFormatter:
             body: the parsed body, excerpted in the message.
             completion: whether the body answered ``complete()`` (else ``chat()``).
         """
-        from . import available_formatters  # the registry imports this module
-
         message = f"unexpected response shape: {what}"
         guess = guess_family(body)
         if guess is not None and guess[1] is None:
             guess = (guess[0], completion)
         if guess is not None and guess != (self.name, completion):
+            # guess_family only names built-in families, which are always registered.
             family, completes = guess
-            known = family in available_formatters()
             if completes == completion:
-                if known:
-                    message += f"; this looks like a {family!r} response, try formatter={family!r}"
+                message += f"; this looks like a {family!r} response, try formatter={family!r}"
             elif completes:
                 message += f"; this looks like {family!r} text-generation output, which chat() cannot read"
-                if known:
-                    message += f": call complete() with formatter={family!r}"
+                message += f": call complete() with formatter={family!r}"
             else:
                 message += f"; this looks like a {family!r} chat response, which complete() cannot read"
-                if known:
-                    message += f": call chat() with formatter={family!r}"
+                message += f": call chat() with formatter={family!r}"
         return ResponseFormatError(message, formatter=self.name, excerpt=_excerpt(body))
 
     def reject(self, route: Route, feature: str) -> InvalidRequestError:

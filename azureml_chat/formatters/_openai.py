@@ -14,7 +14,6 @@ from ._base import ContentFormatter, Route
 
 __all__ = [
     "OpenAIFormatter",
-    "build_chat_completions",
     "build_text_completions",
     "chat_completions_body",
     "parse_chat_chunk",
@@ -24,24 +23,19 @@ __all__ = [
 ]
 
 
-def build_chat_completions(
-    messages: Sequence[Message], params: Mapping[str, Any], *, stream: bool
-) -> dict[str, Any]:
-    """The chat-completions body: ``messages``, then every parameter at the top level."""
-    return chat_completions_body(messages_to_wire(messages), params, stream=stream)
-
-
 def chat_completions_body(
     wire_messages: list[dict[str, Any]], params: Mapping[str, Any], *, stream: bool
 ) -> dict[str, Any]:
-    """:func:`build_chat_completions` for messages already in the wire shape."""
+    """The chat-completions body: ``messages`` (already in the wire shape), then every parameter at the top level."""
     body: dict[str, Any] = {"messages": wire_messages, **params}
     if stream:
         body["stream"] = True
     return body
 
 
-def parse_chat_completion(formatter: ContentFormatter, body: Any) -> ChatResponse:
+def parse_chat_completion(
+    formatter: ContentFormatter, body: Any, *, request_id: str | None = None
+) -> ChatResponse:
     """Read ``choices[0].message`` (and usage, model, id) from a chat-completions body."""
     if not isinstance(body, dict):
         raise formatter.shape_error("expected a JSON object with 'choices'", body)
@@ -75,6 +69,7 @@ def parse_chat_completion(formatter: ContentFormatter, body: Any) -> ChatRespons
         usage=structure_usage(body.get("usage")),
         model=model if type(model) is str else None,
         id=completion_id if type(completion_id) is str else None,
+        request_id=request_id,
         raw=body,
     )
 
@@ -113,7 +108,9 @@ def build_text_completions(prompt: str, params: Mapping[str, Any], *, stream: bo
     return body
 
 
-def parse_text_completion(formatter: ContentFormatter, body: Any) -> CompletionResponse:
+def parse_text_completion(
+    formatter: ContentFormatter, body: Any, *, request_id: str | None = None
+) -> CompletionResponse:
     """Read ``choices[0].text`` (and finish reason, usage, model, id) from a text-completions body."""
     if not isinstance(body, dict):
         raise formatter.shape_error("expected a JSON object with 'choices'", body, completion=True)
@@ -132,6 +129,7 @@ def parse_text_completion(formatter: ContentFormatter, body: Any) -> CompletionR
         usage=structure_usage(body.get("usage")),
         model=_optional_str(body.get("model")),
         id=_optional_str(body.get("id")),
+        request_id=request_id,
         raw=body,
     )
 
@@ -204,12 +202,20 @@ class OpenAIFormatter(ContentFormatter):
     completion_routes: ClassVar[frozenset[Route]] = frozenset({Route.COMPLETIONS})
     streaming_routes: ClassVar[frozenset[Route]] = frozenset(Route)
 
-    def build_request(
-        self, route: Route, messages: Sequence[Message], params: Mapping[str, Any], *, stream: bool
+    def build_chat(
+        self, route: Route, messages: list[dict[str, Any]], params: Mapping[str, Any], *, stream: bool
     ) -> dict[str, Any]:
         if route in self.completion_routes:
             raise self.cannot_chat(route)
-        return build_chat_completions(messages, params, stream=stream)
+        return chat_completions_body(messages, params, stream=stream)
+
+    def build_request(
+        self, route: Route, messages: Sequence[Message], params: Mapping[str, Any], *, stream: bool
+    ) -> dict[str, Any]:
+        return self.build_chat(route, messages_to_wire(messages), params, stream=stream)
+
+    def read_chat(self, route: Route, body: Any, *, request_id: str | None) -> ChatResponse:
+        return parse_chat_completion(self, body, request_id=request_id)
 
     def parse_response(self, route: Route, body: Any) -> ChatResponse:
         return parse_chat_completion(self, body)
@@ -223,6 +229,9 @@ class OpenAIFormatter(ContentFormatter):
         if route not in self.completion_routes:
             raise self.cannot_complete(route)
         return build_text_completions(prompt, params, stream=stream)
+
+    def read_completion(self, route: Route, body: Any, *, request_id: str | None) -> CompletionResponse:
+        return parse_text_completion(self, body, request_id=request_id)
 
     def parse_completion(self, route: Route, body: Any) -> CompletionResponse:
         return parse_text_completion(self, body)

@@ -9,19 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from .._messages import (
-    AssistantMessage,
-    ImagePart,
-    Message,
-    SystemMessage,
-    TextPart,
-    ToolMessage,
-    UserMessage,
-)
+from .._messages import AssistantMessage, Message
 from .._responses import ChatChunk, ChatResponse
 from .._serialization import messages_to_wire
 from ._base import ContentFormatter, Route
-from ._openai import build_chat_completions, parse_chat_chunk, parse_chat_completion
+from ._openai import chat_completions_body, parse_chat_chunk, parse_chat_completion
 
 __all__ = ["LlamaFormatter", "MistralFormatter", "score_body"]
 
@@ -37,33 +29,43 @@ class LlamaFormatter(ContentFormatter):
     name: ClassVar[str] = "llama"
     streaming_routes: ClassVar[frozenset[Route]] = frozenset({Route.CHAT_COMPLETIONS})
 
-    def build_request(
-        self, route: Route, messages: Sequence[Message], params: Mapping[str, Any], *, stream: bool
+    def build_chat(
+        self, route: Route, messages: list[dict[str, Any]], params: Mapping[str, Any], *, stream: bool
     ) -> dict[str, Any]:
         messages = self.prepare_messages(messages)
         if route is Route.CHAT_COMPLETIONS:
-            return build_chat_completions(messages, params, stream=stream)
+            return chat_completions_body(messages, params, stream=stream)
         for message in messages:
-            if isinstance(message, ToolMessage) or (
-                isinstance(message, AssistantMessage) and message.tool_calls
-            ):
+            if message["role"] == "tool" or (message["role"] == "assistant" and message.get("tool_calls")):
                 raise self.reject(route, "a tool-calling conversation")
-            if isinstance(message, UserMessage) and any(isinstance(p, ImagePart) for p in message.content):
+            content = message.get("content")
+            if type(content) is list and any(part.get("type") == "image_url" for part in content):
                 raise self.reject(route, "an image part")
-        return score_body(self, messages_to_wire(_flatten_text(messages)), params)
+        return score_body(self, _flatten_text(messages), params)
 
-    def parse_response(self, route: Route, body: Any) -> ChatResponse:
+    def build_request(
+        self, route: Route, messages: Sequence[Message], params: Mapping[str, Any], *, stream: bool
+    ) -> dict[str, Any]:
+        return self.build_chat(route, messages_to_wire(messages), params, stream=stream)
+
+    def read_chat(self, route: Route, body: Any, *, request_id: str | None) -> ChatResponse:
         if route is Route.CHAT_COMPLETIONS:
-            return parse_chat_completion(self, body)
+            return parse_chat_completion(self, body, request_id=request_id)
         if not isinstance(body, dict) or not isinstance(body.get("output"), str):
             raise self.shape_error("expected a JSON object with an 'output' string", body)
-        return ChatResponse(message=AssistantMessage(body["output"]), raw=body)
+        return ChatResponse(message=AssistantMessage(body["output"]), request_id=request_id, raw=body)
+
+    def parse_response(self, route: Route, body: Any) -> ChatResponse:
+        return self.read_chat(route, body, request_id=None)
 
     def parse_chunk(self, route: Route, data: Any) -> ChatChunk | None:
         return parse_chat_chunk(self, data)
 
-    def prepare_messages(self, messages: Sequence[Message]) -> Sequence[Message]:
-        """Adjust the conversation for the family's chat template (nothing to do for Llama)."""
+    def prepare_messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Adjust the OpenAI-shaped conversation for the family's chat template (nothing to do for Llama).
+
+        Return a new list (and new dicts for what changes): ``messages`` may be the caller's own.
+        """
         return messages
 
 
@@ -73,19 +75,20 @@ class MistralFormatter(LlamaFormatter):
 
     name: ClassVar[str] = "mistral"
 
-    def prepare_messages(self, messages: Sequence[Message]) -> Sequence[Message]:
-        if not messages or not isinstance(messages[0], SystemMessage):
+    def prepare_messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not messages or messages[0]["role"] != "system":
             return messages
-        system, rest = messages[0], list(messages[1:])
-        if rest and isinstance(rest[0], UserMessage):
+        system, rest = messages[0]["content"], messages[1:]
+        if rest and rest[0]["role"] == "user":
             user = rest[0]
-            if isinstance(user.content, str):
-                merged = UserMessage(f"{system.content}\n\n{user.content}", name=user.name)
+            content = user["content"]
+            if isinstance(content, str):
+                merged = {**user, "content": f"{system}\n\n{content}"}
             else:
-                merged = UserMessage((TextPart(f"{system.content}\n\n"), *user.content), name=user.name)
+                merged = {**user, "content": [{"type": "text", "text": f"{system}\n\n"}, *content]}
             return [merged, *rest[1:]]
         # No user turn to fold into: the instructions become the user turn rather than being lost.
-        return [UserMessage(system.content), *rest]
+        return [{"role": "user", "content": system}, *rest]
 
 
 def score_body(
@@ -105,13 +108,13 @@ def score_body(
     return {"input_data": {"input_string": wire_messages, "parameters": parameters}}
 
 
-def _flatten_text(messages: Sequence[Message]) -> Sequence[Message]:
+def _flatten_text(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     # /score chat templates take strings; text-only part lists are joined rather than rejected.
-    if not any(isinstance(m, UserMessage) and not isinstance(m.content, str) for m in messages):
+    if all(type(message.get("content")) is not list for message in messages):
         return messages
     return [
-        UserMessage("".join(p.text for p in m.content if isinstance(p, TextPart)), name=m.name)
-        if isinstance(m, UserMessage) and not isinstance(m.content, str)
+        {**m, "content": "".join(p["text"] for p in m["content"] if p.get("type") == "text")}
+        if type(m.get("content")) is list
         else m
         for m in messages
     ]

@@ -97,13 +97,16 @@ class TextGenerationFormatter(ContentFormatter):
         parameters = {_RENAMES.get(key, key): value for key, value in params.items()}
         return self.wrap(prompt, parameters)
 
-    def parse_completion(self, route: Route, body: Any) -> CompletionResponse:
+    def read_completion(self, route: Route, body: Any, *, request_id: str | None) -> CompletionResponse:
         text = read_generated_text(body)
         if text is None:
             raise self.shape_error(
                 f"expected a list of generated texts such as {self.response_shape}", body, completion=True
             )
-        return CompletionResponse(text=text, raw=body)
+        return CompletionResponse(text=text, request_id=request_id, raw=body)
+
+    def parse_completion(self, route: Route, body: Any) -> CompletionResponse:
+        return self.read_completion(route, body, request_id=None)
 
     def parse_completion_chunk(self, route: Route, data: Any) -> CompletionChunk | None:
         raise StreamError(f"the {self.name!r} text-generation schema does not stream on {route.value}")

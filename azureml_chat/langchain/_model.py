@@ -157,7 +157,7 @@ class AzureMLChatModel(BaseChatModel):
                 f"{probe.formatter.name!r} completes text on {probe.endpoint_url!r} and cannot chat there "
                 "(use AsyncChatClient.complete() for text completion)"
             )
-        config = probe._config
+        config = probe._endpoint
         self.endpoint_url = probe.endpoint_url
         self.endpoint_type = probe.endpoint_type
         self.deployment = probe.deployment
@@ -196,7 +196,7 @@ class AzureMLChatModel(BaseChatModel):
             raise TypeError(
                 f"from_client(): {', '.join(clashes)} come from the client; build the client with them"
             )
-        options = dict(async_client._options)
+        options: dict[str, Any] = dict(async_client._options)
         shown = {name: value for name in CLIENT_FIELDS if (value := options.get(name)) is not None}
         if isinstance(shown.get("api_key"), Secret):
             shown["api_key"] = SecretStr(shown["api_key"].get_secret_value())

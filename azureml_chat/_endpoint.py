@@ -1,0 +1,240 @@
+"""An endpoint as a value: where requests go, the dialect they speak there, and how they are authorized.
+
+A client holds one :class:`Endpoint` today; the pipeline takes the endpoint per attempt, so a client over
+several endpoints is a routing choice on top, not another code path.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import urllib.parse
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Literal, TypeAlias
+
+import aiohttp
+import attrs
+
+from ._auth import DEFAULT_SCOPE, TokenProvider
+from ._config import Secret, check_header_token, check_headers, is_loopback
+from ._errors import ConfigurationError
+from ._version import __version__
+from .formatters import ContentFormatter, Route, get_formatter
+from .formatters._base import ROUTE_PATHS
+
+__all__ = ["Endpoint", "EndpointType", "build_endpoint", "resolve_url"]
+
+EndpointType: TypeAlias = Literal["dedicated", "serverless"]
+
+ENV_URL = "AZUREML_ENDPOINT_URL"
+ENV_KEY = "AZUREML_ENDPOINT_API_KEY"
+ENV_TYPE = "AZUREML_ENDPOINT_API_TYPE"
+ENV_DEPLOYMENT = "AZUREML_DEPLOYMENT_NAME"
+
+USER_AGENT = f"azureml-chat/{__version__} python/{platform.python_version()} aiohttp/{aiohttp.__version__}"
+
+_ENDPOINT_TYPES: dict[str, EndpointType] = {
+    "dedicated": "dedicated",
+    "realtime": "dedicated",
+    "serverless": "serverless",
+}
+_DEFAULT_PATHS: dict[EndpointType, str] = {"dedicated": "/score", "serverless": "/v1/chat/completions"}
+_ACCEPTED_ROUTES = (
+    "/score, /v1/chat/completions, /chat/completions, /models/chat/completions, "
+    "or /v1/completions or /completions for text completion"
+)
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class Endpoint:
+    """One endpoint, resolved and checked: everything an attempt needs to address and authorize a request.
+
+    Attributes:
+        url: the URL requests are posted to (``?api-version=`` kept).
+        route: the dialect the URL speaks.
+        endpoint_type: ``"dedicated"`` or ``"serverless"``.
+        host: the URL's host, lower-cased.
+        formatter: the model family's formatter.
+        deployment: sent as ``azureml-model-deployment`` unless a call names another.
+        api_key: the key, masked, when one was given.
+        auth: the token source, when a credential was given (a token is fetched per attempt).
+        headers: what every request to this endpoint carries: content type, user agent, the key's
+            header(s) and the client's extra headers. Read-only.
+    """
+
+    url: str
+    route: Route
+    endpoint_type: EndpointType
+    host: str
+    formatter: ContentFormatter
+    deployment: str | None
+    api_key: Secret | None = attrs.field(repr=False)
+    auth: TokenProvider | None = attrs.field(repr=False)
+    headers: Mapping[str, str] = attrs.field(repr=False)
+
+    @property
+    def streams(self) -> bool:
+        """Whether the formatter streams server-sent events on this route (else a stream is one chunk)."""
+        return self.route in self.formatter.streaming_routes
+
+    @property
+    def name(self) -> str:
+        """A readable name for logs and errors: the URL without its query."""
+        return self.url.split("?", 1)[0]
+
+
+def _endpoint_type(value: str | None) -> EndpointType | None:
+    if value is None or value == "":
+        return None
+    found = _ENDPOINT_TYPES.get(str(value).strip().lower())
+    if found is None:
+        raise ConfigurationError(
+            f"endpoint_type must be 'dedicated' (alias 'realtime') or 'serverless', got {value!r}"
+        )
+    return found
+
+
+def resolve_url(url: str, endpoint_type: str | None) -> tuple[str, Route, EndpointType, str]:
+    """Check ``url`` (scheme, host, route) and work out ``(clean url, route, endpoint type, host)``.
+
+    Only the scheme, the presence of a host and the path are checked, so documentation placeholders such as
+    ``https://<your-endpoint>.<your_region>.inference.ml.azure.com/score`` construct fine.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigurationError(f"pass endpoint_url= or set {ENV_URL} (the endpoint's scoring URL)")
+    kind = _endpoint_type(endpoint_type)
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ConfigurationError(
+            f"endpoint_url must start with https:// (or http:// for a local server), got {url!r}"
+        )
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise ConfigurationError(f"endpoint_url has no host: {url!r}")
+    path = parts.path.rstrip("/")
+    if path.endswith("/score"):
+        route = Route.SCORE
+        if kind == "serverless":
+            raise ConfigurationError(
+                f"serverless endpoints have no /score route; use their chat completions URL ({url!r})"
+            )
+    elif path.endswith("/chat/completions"):
+        route = Route.CHAT_COMPLETIONS
+    elif path.endswith("/completions"):
+        route = Route.COMPLETIONS
+    elif path == "":
+        kind = kind or ("dedicated" if host.endswith(".inference.ml.azure.com") else None)
+        if kind is None:
+            raise ConfigurationError(
+                f"endpoint_url {url!r} has no route: add one ({_ACCEPTED_ROUTES}) or pass endpoint_type="
+            )
+        path = _DEFAULT_PATHS[kind]
+        route = Route.SCORE if kind == "dedicated" else Route.CHAT_COMPLETIONS
+    else:
+        raise ConfigurationError(f"endpoint_url must end with {_ACCEPTED_ROUTES}; got path {path!r}")
+    if kind is None:
+        dedicated_host = host.endswith(".inference.ml.azure.com")
+        kind = "dedicated" if route is Route.SCORE or dedicated_host else "serverless"
+    clean = urllib.parse.urlunsplit((parts.scheme.lower(), parts.netloc, path, parts.query, ""))
+    return clean, route, kind, host
+
+
+def build_endpoint(
+    *,
+    url: str | None,
+    api_key: str | Secret | None,
+    endpoint_type: str | None,
+    formatter: str | ContentFormatter | None,
+    deployment: str | None,
+    credential: Any,
+    credential_scope: str = DEFAULT_SCOPE,
+    headers: Mapping[str, str] | None,
+    auth_header: str,
+    extra_parameters: str | None,
+    allow_insecure_http: bool,
+    env: Mapping[str, str] = os.environ,
+) -> Endpoint:
+    """Resolve one endpoint's arguments, falling back to the ``AZUREML_*`` variables.
+
+    Raises:
+        ConfigurationError: naming what is wrong and what to pass instead.
+    """
+    clean, route, kind, host = resolve_url(url or env.get(ENV_URL, ""), endpoint_type or env.get(ENV_TYPE))
+
+    key = api_key if api_key is not None else env.get(ENV_KEY) or None
+    secret = key if isinstance(key, Secret) or key is None else Secret(key)
+    if secret is not None and not isinstance(secret.get_secret_value(), str):
+        raise ConfigurationError("api_key must be a string")
+    if secret is not None and not secret.get_secret_value().strip():
+        secret = None
+    if secret is None and credential is None:
+        raise ConfigurationError(f"no key: pass api_key= or set {ENV_KEY} (or pass credential= for Entra ID)")
+    if clean.startswith("http://") and not is_loopback(host) and not allow_insecure_http:
+        raise ConfigurationError(
+            f"refusing to send a key over plain http:// to {host}; use https:// "
+            "(or pass allow_insecure_http=True if you really mean it)"
+        )
+
+    family = (
+        formatter
+        if isinstance(formatter, ContentFormatter)
+        else get_formatter(formatter or ("llama" if route is Route.SCORE else "openai"))
+    )
+    if route not in family.routes:
+        raise ConfigurationError(
+            f"formatter {family.name!r} cannot speak the {route.value} route of {clean!r}"
+            + _route_hint(family, route)
+        )
+
+    deployment = deployment if deployment is not None else env.get(ENV_DEPLOYMENT) or None
+    if deployment is not None:
+        check_header_token(deployment, "deployment")
+    if auth_header not in ("bearer", "api-key", "both"):
+        raise ConfigurationError(f"auth_header must be 'bearer', 'api-key' or 'both', got {auth_header!r}")
+    extra = check_headers(headers, "headers")
+    if extra_parameters is not None:
+        if extra_parameters not in ("pass-through", "drop", "error"):
+            raise ConfigurationError(
+                f"extra_parameters must be 'pass-through', 'drop' or 'error', got {extra_parameters!r}"
+            )
+        extra["extra-parameters"] = extra_parameters
+
+    sent = {"content-type": "application/json", "accept": "application/json", "user-agent": USER_AGENT}
+    if secret is not None:
+        sent.update(_key_headers(secret, auth_header))
+    sent.update(extra)
+    return Endpoint(
+        url=clean,
+        route=route,
+        endpoint_type=kind,
+        host=host,
+        formatter=family,
+        deployment=deployment,
+        api_key=secret,
+        auth=TokenProvider(credential, credential_scope) if credential is not None else None,
+        headers=MappingProxyType(sent),
+    )
+
+
+def _key_headers(key: Secret, mode: str) -> dict[str, str]:
+    value = key.get_secret_value()
+    headers = {}
+    if mode in ("bearer", "both"):
+        headers["authorization"] = f"Bearer {value}"
+    if mode in ("api-key", "both"):
+        headers["api-key"] = value
+    return headers
+
+
+def _route_hint(family: ContentFormatter, route: Route) -> str:
+    """Why a family cannot speak a route, when the reason is chat versus text completion."""
+    if route is Route.COMPLETIONS and not family.completion_routes:
+        return (
+            f": {family.name!r} is a chat family and that URL is the text completion route; "
+            "use the chat completions URL (/v1/chat/completions), or formatter='openai' to complete text"
+        )
+    if family.completion_routes and not any(family.can_chat(r) for r in family.routes):
+        where = " or ".join(sorted(ROUTE_PATHS[r] for r in family.completion_routes))
+        return f": {family.name!r} is a text-generation family; use its {where} URL and call complete()"
+    return ""

@@ -1,0 +1,346 @@
+"""The request pipeline: every call is prepared, sent in attempts under one retry loop, and parsed.
+
+::
+
+    prepare   check the messages (or prompt) and parameters; build the body, the headers, the request id
+      |
+    attempts  under the retry policy (RetryPolicy: which failures, how long to wait), each one:
+      |         rate-limit admission -> authorization -> transport.send / transport.open
+      |         -> a status >= 300 becomes its typed error (a 429 also starts the shared cooldown)
+      |         -> the admission ticket is handed back (a stream keeps it until it is released)
+    parse     the formatter reads the 2xx body (with the request id); the answer's tokens are charged
+
+``chat``, ``complete`` and their streams are the same pipeline with another :class:`Operation`. The
+instrumentation hook hears the call start, every attempt and the call's end.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+from . import _defaults
+from ._codec import decode_json, encode_json
+from ._config import Timeout, check_header_token, check_headers
+from ._endpoint import Endpoint
+from ._errors import (
+    AuthenticationError,
+    AzureMLChatError,
+    ConfigurationError,
+    InvalidRequestError,
+    RateLimitError,
+    make_status_error,
+)
+from ._instrument import CallObserver, Instrumentation
+from ._operations import ChunkT, Operation
+from ._ratelimit import RateLimiter, Ticket
+from ._retry import RetryPolicy
+from ._transport import AsyncTransport, Request, Response, StreamResponse
+
+__all__ = ["Call", "Pipeline"]
+
+ResponseT = TypeVar("ResponseT")
+T = TypeVar("T")
+
+
+class Call(Generic[ResponseT, ChunkT]):
+    """One prepared call and what its attempts learn: the per-call state the pipeline carries.
+
+    Attributes:
+        operation: chat or text completion.
+        payload: the wire messages (chat) or the prompt (text completion), checked.
+        params: the merged model parameters.
+        stream: whether the body asks for server-sent events.
+        endpoint: the endpoint the body and headers were built for.
+        body: the encoded body for ``endpoint``.
+        headers: the headers for ``endpoint``, without the token of a credential (added per attempt).
+        timeout: the limits of one attempt.
+        request_id: the ``x-ms-client-request-id`` of every attempt of this call.
+        observer: what the instrumentation hears about this call.
+        attempts: attempts made so far.
+        ticket: the admission of an open stream, held until the stream is released.
+    """
+
+    __slots__ = (
+        "attempts",
+        "body",
+        "endpoint",
+        "headers",
+        "observer",
+        "operation",
+        "params",
+        "payload",
+        "refreshed",
+        "request_id",
+        "stream",
+        "ticket",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        operation: Operation[ResponseT, Any],
+        payload: Any,
+        params: Mapping[str, Any],
+        *,
+        stream: bool,
+        endpoint: Endpoint,
+        body: bytes,
+        headers: dict[str, str],
+        timeout: Timeout,
+        request_id: str,
+        observer: CallObserver,
+    ) -> None:
+        self.operation = operation
+        self.payload = payload
+        self.params = params
+        self.stream = stream
+        self.endpoint = endpoint
+        self.body = body
+        self.headers = headers
+        self.timeout = timeout
+        self.request_id = request_id
+        self.observer = observer
+        self.attempts = 0
+        self.refreshed = False  # a rejected token was refreshed once already
+        self.ticket: Ticket | None = None
+
+
+class Pipeline:
+    """Prepares and sends calls to an endpoint through a transport, with retries and admission control.
+
+    One pipeline serves a client; siblings made by ``with_options`` share its transport and limiter.
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoint: Endpoint,
+        transport: AsyncTransport,
+        limiter: RateLimiter,
+        retry: RetryPolicy,
+        instrumentation: Instrumentation,
+    ) -> None:
+        self.endpoint = endpoint
+        self.transport = transport
+        self.limiter = limiter
+        self.retry = retry
+        self.instrumentation = instrumentation
+        # One id per call: a per-pipeline random prefix plus a counter (cheaper than uuid4 per call).
+        self._id_prefix = uuid.uuid4().hex[:24]
+        self._ids = itertools.count(1)
+        self._describe = f"POST {endpoint.name}"
+
+    # --- prepare ----------------------------------------------------------------------------------------
+
+    def prepare(
+        self,
+        operation: Operation[ResponseT, ChunkT],
+        payload: Any,
+        params: Mapping[str, Any],
+        *,
+        stream: bool,
+        timeout: Timeout,
+        deployment: str | None,
+        extra_headers: Mapping[str, str] | None,
+    ) -> Call[ResponseT, ChunkT]:
+        """Build the body and headers of a call (nothing is sent; a bad argument raises here).
+
+        Raises:
+            InvalidRequestError: what the formatter's schema cannot carry, or a bad header or deployment.
+        """
+        endpoint = self.endpoint
+        body = encode_json(operation.build(endpoint.formatter, endpoint.route, payload, params, stream))
+        request_id = f"{self._id_prefix}-{next(self._ids):x}"
+        headers = _call_headers(endpoint, request_id, deployment, extra_headers)
+        observer = self.instrumentation.start_call(
+            operation.name, endpoint, params, stream=stream, request_id=request_id
+        )
+        return Call(
+            operation,
+            payload,
+            params,
+            stream=stream,
+            endpoint=endpoint,
+            body=body,
+            headers=headers,
+            timeout=timeout,
+            request_id=request_id,
+            observer=observer,
+        )
+
+    # --- send -------------------------------------------------------------------------------------------
+
+    async def send(self, call: Call[ResponseT, Any]) -> ResponseT:
+        """Send a non-streaming call with retries and return its parsed answer."""
+        try:
+            response = await self.with_retries(call, self.attempt)
+            answer = self.read(call, response)
+        except BaseException as exc:
+            call.observer.end(None, exc)
+            raise
+        call.observer.end(answer, None)
+        return answer
+
+    def read(self, call: Call[ResponseT, Any], response: Response) -> ResponseT:
+        """Parse a 2xx answer, stamped with the server's request id (else ours), and charge its tokens."""
+        endpoint = call.endpoint
+        request_id = response.headers.get("x-request-id") or call.request_id
+        body = decode_json(response.content, endpoint.formatter.name)
+        answer = call.operation.read(endpoint.formatter, endpoint.route, body, request_id)
+        usage = getattr(answer, "usage", None)
+        if usage is not None:
+            self.limiter.charge(usage.total_tokens)
+        return answer
+
+    async def with_retries(
+        self, call: Call[Any, Any], attempt: Callable[[Call[Any, Any]], Awaitable[T]]
+    ) -> T:
+        """Run ``attempt(call)`` under the retry policy; a failure carries the number of attempts made."""
+        try:
+            # The happy path is one direct await: retries are set up only after a failure.
+            return await attempt(call)
+        except AzureMLChatError as first:
+            try:
+                return await self.retry.call_after(first, lambda: attempt(call), describe=self._describe)
+            except AzureMLChatError as exc:
+                exc.attempts = call.attempts
+                raise
+
+    async def attempt(self, call: Call[Any, Any]) -> Response:
+        """One attempt of a non-streaming call (twice when a credential's token was rejected)."""
+        return await self._refreshing(call, self._send_once)
+
+    async def open(self, call: Call[Any, Any]) -> StreamResponse:
+        """One attempt to open a stream; the admission ticket stays in ``call.ticket`` until released."""
+        return await self._refreshing(call, self._open_once)
+
+    # --- one attempt ------------------------------------------------------------------------------------
+
+    async def _refreshing(self, call: Call[Any, Any], once: Callable[[Call[Any, Any]], Awaitable[T]]) -> T:
+        try:
+            return await once(call)
+        except AuthenticationError:
+            auth = call.endpoint.auth
+            if auth is None or call.refreshed:
+                raise
+            # The token was rejected (revoked, clock skew): fetch a new one and try once more at once.
+            call.refreshed = True
+            auth.invalidate()
+            return await once(call)
+
+    async def _send_once(self, call: Call[Any, Any]) -> Response:
+        endpoint = call.endpoint
+        limiter = self.limiter
+        call.attempts += 1
+        ticket = None if limiter.open else await limiter.admit()
+        try:
+            headers = call.headers if endpoint.auth is None else await _authorized(call)
+            response = await self.transport.send(
+                Request(
+                    method="POST", url=endpoint.url, headers=headers, content=call.body, timeout=call.timeout
+                )
+            )
+            if response.status_code >= 300:
+                raise make_status_error(
+                    response.status_code, response.headers, response.content, sent_request_id=call.request_id
+                )
+        except BaseException as exc:
+            self._failed(call, exc)
+            raise
+        finally:
+            if ticket is not None:
+                limiter.finish(ticket)
+        call.observer.attempt(call.attempts, endpoint, None)
+        return response
+
+    async def _open_once(self, call: Call[Any, Any]) -> StreamResponse:
+        endpoint = call.endpoint
+        limiter = self.limiter
+        call.attempts += 1
+        ticket = None if limiter.open else await limiter.admit()
+        try:
+            headers = call.headers if endpoint.auth is None else await _authorized(call)
+            response = await self.transport.open(
+                Request(
+                    method="POST", url=endpoint.url, headers=headers, content=call.body, timeout=call.timeout
+                )
+            )
+            if response.status_code >= 300:
+                raise await _stream_status_error(response, call.request_id)
+        except BaseException as exc:
+            if ticket is not None:
+                limiter.finish(ticket)
+            self._failed(call, exc)
+            raise
+        call.ticket = ticket
+        call.observer.attempt(call.attempts, endpoint, None)
+        return response
+
+    def _failed(self, call: Call[Any, Any], error: BaseException) -> None:
+        if isinstance(error, RateLimitError):
+            self.limiter.throttled(error.retry_after)
+        call.observer.attempt(call.attempts, call.endpoint, error)
+
+    def release(self, call: Call[Any, Any], usage_tokens: int | None) -> None:
+        """A stream of ``call`` is done with its connection: hand back its ticket and charge its tokens."""
+        ticket, call.ticket = call.ticket, None
+        if ticket is not None:
+            self.limiter.finish(ticket)
+        if usage_tokens is not None:
+            self.limiter.charge(usage_tokens)
+
+
+async def _authorized(call: Call[Any, Any]) -> dict[str, str]:
+    auth = call.endpoint.auth
+    if auth is None or "authorization" in call.headers:
+        return call.headers
+    return {**call.headers, "authorization": f"Bearer {await auth.token()}"}
+
+
+async def _stream_status_error(response: StreamResponse, request_id: str) -> AzureMLChatError:
+    """The typed error of a non-2xx answer to a stream request, from its bounded body; the response is closed."""
+    body = bytearray()
+    try:
+        while len(body) < _defaults.MAX_ERROR_BODY:
+            piece = await response.read_some()
+            if not piece:
+                break
+            body += piece
+    except AzureMLChatError:
+        pass  # the status says enough; a body cut short by a broken connection is still shown
+    finally:
+        response.close()
+    return make_status_error(
+        response.status_code,
+        response.headers,
+        bytes(body[: _defaults.MAX_ERROR_BODY]),
+        sent_request_id=request_id,
+    )
+
+
+def _call_headers(
+    endpoint: Endpoint, request_id: str, deployment: str | None, extra_headers: Mapping[str, str] | None
+) -> dict[str, str]:
+    headers = dict(endpoint.headers)
+    headers["x-ms-client-request-id"] = request_id
+    chosen = deployment if deployment is not None else endpoint.deployment
+    try:
+        if chosen is not None:
+            headers["azureml-model-deployment"] = check_header_token(chosen, "deployment")
+        if extra_headers:
+            headers.update(check_headers(extra_headers, "extra_headers"))
+    except ConfigurationError as exc:
+        raise InvalidRequestError(str(exc)) from None
+    sent_id = headers["x-ms-client-request-id"]
+    if len(sent_id) > _defaults.MAX_CLIENT_REQUEST_ID or not _is_request_id(sent_id):
+        raise InvalidRequestError(
+            f"x-ms-client-request-id must be 1-{_defaults.MAX_CLIENT_REQUEST_ID} letters, digits or '-'"
+        )
+    return headers
+
+
+def _is_request_id(value: str) -> bool:
+    return bool(value) and value.isascii() and value.replace("-", "").isalnum()
