@@ -35,6 +35,7 @@ __all__ = [
     "messages_to_wire",
     "plain_messages",
     "structure_usage",
+    "wire_messages",
 ]
 
 converter = make_converter()
@@ -225,6 +226,16 @@ def plain_messages(messages: object) -> list[dict[str, str]] | None:
         if not _is_plain(item):
             return None
     return messages
+
+
+def wire_messages(messages: Iterable[Message | Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The messages in the OpenAI wire shape, checked. Plain ``{"role", "content"}`` dicts already are: the
+    caller's list is used as is (formatters never change it), with no message objects built in between
+    (docs/performance.md)."""
+    plain = plain_messages(messages)
+    if plain is not None:
+        return plain
+    return messages_to_wire(messages_from_input(messages))
 
 
 def _structure_message(item: Mapping[str, Any], index: int) -> Message:

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from azureml_chat import InvalidRequestError
-from azureml_chat._client import _given
 from azureml_chat._params import given, merge_params
 
 NO_COMMON: dict[str, Any] = {}
@@ -33,16 +32,14 @@ def test_keys_are_ordered_by_the_layer_that_set_them_last() -> None:
 
 def test_unset_common_keywords_do_not_override_model_kwargs() -> None:
     """A common keyword left at None is not given: it neither overrides ``model_kwargs`` nor appears in the body."""
-    common = given(("temperature", "seed", "stop"), (None, None, None))
+    common = given(temperature=None, seed=None, stop=None)
     assert {} == common
     assert {"temperature": 0.1} == merge_params({"temperature": 0.1}, common, {})
 
 
 def test_falsy_values_are_given_and_only_none_is_dropped() -> None:
     """``temperature=0``, ``seed=0`` or ``stop=[]`` are real choices; only ``None`` means "not given"."""
-    assert {"temperature": 0, "seed": 0, "stop": []} == given(
-        ("temperature", "top_p", "seed", "stop"), (0, None, 0, [])
-    )
+    assert {"temperature": 0, "seed": 0, "stop": []} == given(temperature=0, top_p=None, seed=0, stop=[])
 
 
 def test_chat_keywords_are_named_by_their_own_parameter() -> None:
@@ -60,11 +57,11 @@ def test_chat_keywords_are_named_by_their_own_parameter() -> None:
         "frequency_penalty",
     ]
     values = [0.0, 0.5, 7, [], 0, [{"type": "function"}], "auto", {"type": "text"}, 0.1, -0.1]
-    assert dict(zip(names, values, strict=True)) == _given(*values)
+    assert dict(zip(names, values, strict=True)) == given(*values)
     for position, name in enumerate(names):
         only_one = [None] * len(names)
         only_one[position] = values[position]
-        assert {name: values[position]} == _given(*only_one)
+        assert {name: values[position]} == given(*only_one)
 
 
 def test_merge_returns_a_fresh_dict_and_leaves_inputs_alone() -> None:

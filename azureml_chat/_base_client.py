@@ -1,0 +1,253 @@
+"""How a client is built, what its siblings share, and how it closes: the half of ``AsyncChatClient`` that
+is configuration and lifecycle (the calls are in ``_client.py``).
+
+A client resolves its options once into an :class:`~azureml_chat._endpoint.Endpoint` (where and how requests
+go) and a ``ClientConfig`` (client-wide settings), and builds one :class:`~azureml_chat._pipeline.Pipeline`
+around a transport and a rate limiter. ``with_options`` makes a sibling that shares both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Self, Unpack
+
+import aiohttp
+
+from . import _defaults
+from ._auth import DEFAULT_SCOPE
+from ._config import ClientConfig, Secret, Timeout, build_config
+from ._endpoint import Endpoint, build_endpoint
+from ._errors import ConfigurationError, InvalidRequestError
+from ._instrument import NO_INSTRUMENTATION
+from ._options import ClientOptions
+from ._pipeline import Pipeline
+from ._ratelimit import RateLimit, RateLimiter
+from ._retry import RetryPolicy
+from ._transport import AiohttpTransport, AsyncTransport
+from .formatters import ContentFormatter, Route
+
+__all__ = ["BaseAsyncClient"]
+
+
+class BaseAsyncClient:
+    """Construction, siblings and closing, shared by every async client; see :class:`AsyncChatClient` for the
+    arguments."""
+
+    _options: ClientOptions
+    _config: ClientConfig
+    _pipeline: Pipeline
+    _owns_transport: bool
+    _closed: bool
+
+    def __init__(
+        self,
+        endpoint_url: str | None = None,
+        api_key: str | Secret | None = None,
+        *,
+        endpoint_type: str | None = None,
+        formatter: str | ContentFormatter | None = None,
+        deployment: str | None = None,
+        timeout: float | Timeout | None = None,
+        max_retries: int | None = None,
+        model_kwargs: Mapping[str, Any] | None = None,
+        credential: Any = None,
+        headers: Mapping[str, str] | None = None,
+        session: aiohttp.ClientSession | None = None,
+        retry: RetryPolicy | None = None,
+        auth_header: str = "bearer",
+        extra_parameters: str | None = None,
+        max_connections: int | None = None,
+        allow_insecure_http: bool = False,
+        max_event_bytes: int = _defaults.MAX_SSE_EVENT_BYTES,
+        credential_scope: str = DEFAULT_SCOPE,
+        rate_limit: RateLimit | None = None,
+        transport: AsyncTransport | None = None,
+    ) -> None:
+        self._setup(
+            {
+                "endpoint_url": endpoint_url,
+                "api_key": api_key,
+                "endpoint_type": endpoint_type,
+                "formatter": formatter,
+                "deployment": deployment,
+                "timeout": timeout,
+                "max_retries": max_retries,
+                "model_kwargs": model_kwargs,
+                "credential": credential,
+                "headers": headers,
+                "session": session,
+                "retry": retry,
+                "auth_header": auth_header,
+                "extra_parameters": extra_parameters,
+                "max_connections": max_connections,
+                "allow_insecure_http": allow_insecure_http,
+                "max_event_bytes": max_event_bytes,
+                "credential_scope": credential_scope,
+                "rate_limit": rate_limit,
+                "transport": transport,
+            },
+            parent=None,
+            own_transport=True,
+        )
+
+    def _setup(self, options: ClientOptions, *, parent: BaseAsyncClient | None, own_transport: bool) -> None:
+        """Resolve ``options``; share the transport (unless ``own_transport``) and limiter of ``parent``."""
+        self._options = options
+        endpoint = build_endpoint(
+            url=options.get("endpoint_url"),
+            api_key=options.get("api_key"),
+            endpoint_type=options.get("endpoint_type"),
+            formatter=options.get("formatter"),
+            deployment=options.get("deployment"),
+            credential=options.get("credential"),
+            credential_scope=options.get("credential_scope", DEFAULT_SCOPE),
+            headers=options.get("headers"),
+            auth_header=options.get("auth_header", "bearer"),
+            extra_parameters=options.get("extra_parameters"),
+            allow_insecure_http=options.get("allow_insecure_http", False),
+        )
+        self._config = build_config(
+            timeout=options.get("timeout"),
+            max_retries=options.get("max_retries"),
+            retry=options.get("retry"),
+            model_kwargs=options.get("model_kwargs"),
+            max_connections=options.get("max_connections"),
+            max_event_bytes=options.get("max_event_bytes", _defaults.MAX_SSE_EVENT_BYTES),
+        )
+        rate_limit = options.get("rate_limit")
+        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+            raise ConfigurationError(f"rate_limit must be a RateLimit, got {type(rate_limit).__name__}")
+        transport, session = options.get("transport"), options.get("session")
+        if transport is not None and session is not None:
+            raise ConfigurationError(
+                "pass transport= or session=, not both (a session is one transport's pool)"
+            )
+        if transport is not None and not isinstance(transport, AsyncTransport):
+            raise ConfigurationError(
+                f"transport must have async send(), open() and aclose() methods, got {type(transport).__name__}"
+            )
+        # What a sibling shares with its parent: the limiter always (one RateLimit is enforced once), unless
+        # it was given its own; the transport unless it needs its own pool (another loop, another size).
+        if parent is not None and rate_limit is parent._options.get("rate_limit"):
+            limiter = parent._pipeline.limiter
+        else:
+            limiter = RateLimiter(rate_limit or RateLimit(), max_wait=self._config.retry.max_retry_after)
+        self._owns_transport = transport is None and (parent is None or own_transport)
+        if transport is None and not self._owns_transport:
+            assert parent is not None
+            transport = parent._pipeline.transport
+        self._closed = False
+        self._pipeline = Pipeline(
+            endpoint=endpoint,
+            transport=transport
+            or AiohttpTransport(max_connections=self._config.max_connections, session=session),
+            limiter=limiter,
+            retry=self._config.retry,
+            instrumentation=NO_INSTRUMENTATION,
+        )
+
+    # --- configuration ----------------------------------------------------------------------------------------
+
+    @property
+    def endpoint_url(self) -> str:
+        """The URL requests go to."""
+        return self._endpoint.url
+
+    @property
+    def endpoint_type(self) -> str:
+        """``"dedicated"`` or ``"serverless"``."""
+        return self._endpoint.endpoint_type
+
+    @property
+    def formatter(self) -> ContentFormatter:
+        """The model family's formatter."""
+        return self._endpoint.formatter
+
+    @property
+    def route(self) -> Route:
+        """The dialect the endpoint URL speaks (``Route.SCORE`` or ``Route.CHAT_COMPLETIONS``)."""
+        return self._endpoint.route
+
+    @property
+    def deployment(self) -> str | None:
+        """The client-wide deployment (sent as ``azureml-model-deployment``), if any."""
+        return self._endpoint.deployment
+
+    @property
+    def timeout(self) -> Timeout:
+        """The client-wide timeout of one attempt."""
+        return self._config.timeout
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called (on this client, or on the one whose pool it shares)."""
+        transport = self._pipeline.transport
+        return self._closed or bool(getattr(transport, "closed", False))
+
+    @property
+    def _endpoint(self) -> Endpoint:
+        return self._pipeline.endpoint
+
+    def with_options(self, **changes: Unpack[ClientOptions]) -> Self:
+        """A sibling client: this one's configuration with ``changes`` (any constructor argument).
+
+        The sibling shares this client's connection pool and rate limiter: one :class:`RateLimit` is enforced
+        once across a client and all its siblings. Close the client you built; its siblings need no closing
+        (closing one does not close the shared pool). A sibling given its own ``rate_limit``, ``transport``,
+        ``session`` or ``max_connections`` gets its own limiter or pool.
+
+        Example: ``await client.with_options(timeout=5, max_retries=0).chat(messages)``.
+
+        Raises:
+            ConfigurationError: for an unknown option or an invalid value (as the constructor would).
+        """
+        unknown = sorted(set(changes) - set(ClientOptions.__annotations__))
+        if unknown:
+            raise ConfigurationError(
+                f"with_options() got unknown option(s) {', '.join(unknown)}; it takes the constructor's arguments"
+            )
+        own_pool = any(name in changes for name in ("transport", "session", "max_connections"))
+        return self._sibling({**self._options, **changes}, own_transport=own_pool)
+
+    async def aclose(self) -> None:
+        """Close the connection pool (a ``session=`` or ``transport=`` you passed in stays open, and so does
+        the pool of the client this one is a sibling of). Safe to call twice."""
+        self._closed = True
+        if self._owns_transport:
+            await self._pipeline.transport.aclose()
+
+    async def __aenter__(self) -> Self:
+        if self.closed:
+            raise RuntimeError("this client is closed; create a new one")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        endpoint = self._endpoint
+        deployment = f", deployment={endpoint.deployment!r}" if endpoint.deployment else ""
+        return (
+            f"{type(self).__name__}(endpoint_url={endpoint.url!r}, endpoint_type={endpoint.endpoint_type!r}, "
+            f"formatter={endpoint.formatter.name!r}{deployment}, api_key={endpoint.api_key!r})"
+        )
+
+    # --- internals ------------------------------------------------------------------------------------
+
+    def _sibling(self, options: ClientOptions, *, own_transport: bool) -> Self:
+        """A client built from ``options`` that shares this one's limiter, and its transport unless
+        ``own_transport`` (a client for another event loop needs its own pool)."""
+        sibling = type(self).__new__(type(self))
+        sibling._setup(options, parent=self, own_transport=own_transport)
+        return sibling
+
+    def _call_timeout(self, timeout: float | Timeout | None) -> Timeout:
+        if timeout is None:
+            return self._config.timeout
+        try:
+            return Timeout.coerce(timeout)
+        except ConfigurationError as exc:
+            raise InvalidRequestError(str(exc)) from None
