@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -238,3 +239,35 @@ async def test_a_stream_charges_its_usage_once_read() -> None:
                     pass
             spent = bucket.capacity - bucket.level
     assert 400 <= spent <= 500
+
+
+def test_one_limiter_serves_event_loops_in_several_threads() -> None:
+    """A slot freed by a call on one thread's loop wakes a call waiting on another thread's loop (siblings on
+    other loops share the limiter)."""
+    limiter = RateLimiter(RateLimit(max_concurrency=1))
+    held = threading.Event()
+    waiting = threading.Event()
+    order: list[str] = []
+
+    async def holder() -> None:
+        ticket = await limiter.admit()
+        order.append("held")
+        held.set()
+        await asyncio.to_thread(waiting.wait, 5)
+        await asyncio.sleep(0.01)  # the other loop is parked by now (it set `waiting` just before)
+        order.append("released")
+        limiter.finish(ticket)
+
+    async def follower() -> None:
+        await asyncio.to_thread(held.wait, 5)
+        waiting.set()
+        ticket = await asyncio.wait_for(limiter.admit(), 5)
+        order.append("admitted")
+        limiter.finish(ticket)
+
+    thread = threading.Thread(target=asyncio.run, args=(holder(),))
+    thread.start()
+    asyncio.run(follower())
+    thread.join(5)
+    assert ["held", "released", "admitted"] == order
+    assert 0 == limiter.in_flight
