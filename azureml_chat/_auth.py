@@ -7,14 +7,13 @@ import inspect
 import time
 from typing import Any
 
+from . import _defaults
 from ._errors import ConfigurationError
 
 __all__ = ["DEFAULT_SCOPE", "TokenProvider"]
 
 # The audience of Azure ML online endpoints (azure_protocol.md 1.2).
 DEFAULT_SCOPE = "https://ml.azure.com/.default"
-# Refresh this long before a token expires, so a call never leaves with a token that dies in flight.
-_REFRESH_MARGIN = 300.0
 
 
 class TokenProvider:
@@ -77,7 +76,7 @@ def _parse_token(result: Any) -> tuple[str, float]:
     if isinstance(token, str) and token:
         expires_on = getattr(result, "expires_on", None)
         if isinstance(expires_on, (int, float)) and not isinstance(expires_on, bool):
-            return token, float(expires_on) - _REFRESH_MARGIN
+            return token, float(expires_on) - _defaults.TOKEN_REFRESH_MARGIN
         return token, float("inf")
     raise ConfigurationError(
         f"the credential returned {type(result).__name__}, not a token string or an object with .token"

@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from . import _defaults
 from ._errors import InvalidRequestError, ResponseFormatError
 
 try:  # the `fast` extra: 3-8x faster than the stdlib on these payloads (docs/performance.md)
@@ -37,7 +38,7 @@ def decode_json(raw: bytes, formatter: str) -> Any:
     try:
         value = orjson.loads(raw) if orjson is not None else json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        text = raw[:300].decode("utf-8", errors="replace")
+        text = raw[: _defaults.RESPONSE_EXCERPT].decode("utf-8", errors="replace")
         hint = (
             "the endpoint returned HTML; check the URL" if text.lstrip().startswith("<") else "not valid JSON"
         )

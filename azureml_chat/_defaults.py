@@ -39,10 +39,19 @@ DNS_CACHE_TTL = 60
 MAX_CLIENT_REQUEST_ID = 40
 # How much of an error body an exception keeps and shows.
 ERROR_BODY_EXCERPT = 2_000
+# How much of the endpoint's own error message goes into an exception's one-line message.
+ERROR_MESSAGE_EXCERPT = 500
+# How much of a 2xx body that is not the expected shape a ResponseFormatError shows: enough to recognise it.
+RESPONSE_EXCERPT = 300
 # How much of an error body we read at all, so a huge error page cannot exhaust memory.
 MAX_ERROR_BODY = 64 * 1024
 # Largest SSE event accepted; large tool-call arguments fit easily (sdk_design.md 2.6).
 MAX_SSE_EVENT_BYTES = 16 * 1024 * 1024
+
+# --- Entra ID -----------------------------------------------------------------------------------
+# A token is refreshed this long before it expires, so no call leaves with a token that dies in flight
+# (azure-identity itself refreshes 5 minutes early).
+TOKEN_REFRESH_MARGIN = 300.0
 
 # --- batches ------------------------------------------------------------------------------------
 # Calls in flight in chat_many / `azureml-chat batch`. Enough to keep a serverless deployment busy,

@@ -259,7 +259,7 @@ def error_message(body: object) -> str | None:
             return value.strip()
     detail = body.get("detail")
     if isinstance(detail, (dict, list)):
-        return excerpt(json.dumps(detail), 500)
+        return excerpt(json.dumps(detail), _defaults.ERROR_MESSAGE_EXCERPT)
     return None
 
 
@@ -274,7 +274,7 @@ def make_status_error(
     body = decode_error_body(raw_body)
     request_id = headers.get("x-request-id") or headers.get("x-ms-client-request-id") or sent_request_id
     found = error_message(body)
-    message = excerpt(found, 500) if found else f"HTTP {status}"
+    message = excerpt(found, _defaults.ERROR_MESSAGE_EXCERPT) if found else f"HTTP {status}"
     if status == 424:
         inner = headers.get("ms-azureml-model-error-statuscode")
         reason = headers.get("ms-azureml-model-error-reason")

@@ -128,8 +128,9 @@ class Pipeline:
         self.limiter = limiter
         self.retry = retry
         self.instrumentation = instrumentation
-        # One id per call: a per-pipeline random prefix plus a counter (cheaper than uuid4 per call).
-        self._id_prefix = uuid.uuid4().hex[:24]
+        # One id per call: a per-pipeline random prefix plus a counter (cheaper than uuid4 per call). The
+        # prefix leaves room for "-" and 15 hex digits of counter within the platform's limit.
+        self._id_prefix = uuid.uuid4().hex[: _defaults.MAX_CLIENT_REQUEST_ID - 16]
         self._ids = itertools.count(1)
         self._describe = f"POST {endpoint.name}"
 

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from .. import _defaults
 from .._errors import InvalidRequestError, ResponseFormatError
 from .._messages import Message
 from .._responses import ChatChunk, ChatResponse, CompletionChunk, CompletionResponse
@@ -284,7 +285,7 @@ def guess_family(body: Any) -> tuple[str, bool | None] | None:
     return None
 
 
-def _excerpt(body: Any, limit: int = 300) -> str:
+def _excerpt(body: Any, limit: int = _defaults.RESPONSE_EXCERPT) -> str:
     try:
         text = json.dumps(body, ensure_ascii=False)
     except (TypeError, ValueError):
