@@ -7,14 +7,13 @@ stream event, and how to fold chunks back into the answer a non-streaming call w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
 
 from ._messages import AssistantMessage, ToolCall
 from ._responses import ChatChunk, ChatResponse, CompletionChunk, CompletionResponse, ToolCallDelta, Usage
-from .formatters import ContentFormatter, Route
 
 __all__ = ["CHAT", "TEXT_COMPLETION", "Accumulator", "Operation"]
 
@@ -41,9 +40,11 @@ class Operation(Generic[ResponseT, ChunkT]):
     Attributes:
         name: the operation's name in traces (OpenTelemetry's ``gen_ai.operation.name``).
         what: what the answer is called in messages ("the answer may be truncated").
-        build: the formatter's body builder for the payload (wire messages, or a prompt) and parameters.
-        read: the formatter's reader of a whole 2xx body (it takes the request id).
-        read_chunk: the formatter's reader of one stream event (``None`` to skip the event).
+        build: the name of the formatter's hook that builds a body: ``hook(route, payload, params, stream=)``,
+            the payload being the wire messages or the prompt.
+        read: the name of the formatter's hook that reads a whole 2xx body: ``hook(route, body, request_id=)``.
+        read_chunk: the name of the formatter's hook that reads one stream event: ``hook(route, data)``
+            (``None`` skips the event).
         whole_chunk: the whole answer as one chunk (routes that cannot stream, servers that ignore ``stream``).
         text_of: a chunk's text delta.
         calls_of: a chunk's tool-call pieces.
@@ -52,9 +53,11 @@ class Operation(Generic[ResponseT, ChunkT]):
 
     name: str
     what: str
-    build: Callable[[ContentFormatter, Route, Any, Mapping[str, Any], bool], dict[str, Any]]
-    read: Callable[[ContentFormatter, Route, Any, str | None], ResponseT]
-    read_chunk: Callable[[ContentFormatter, Route, Any], ChunkT | None]
+    # Hooks by name, looked up on the endpoint's formatter where they run: a subclass's override is what
+    # runs, with no wrapper call in between on every request.
+    build: str
+    read: str
+    read_chunk: str
     whole_chunk: Callable[[ResponseT], ChunkT]
     text_of: Callable[[ChunkT], str | None]
     calls_of: Callable[[ChunkT], tuple[ToolCallDelta, ...]]
@@ -135,11 +138,9 @@ def _chat_assemble(folded: Accumulator[ChatResponse, ChatChunk], request_id: str
 CHAT: Operation[ChatResponse, ChatChunk] = Operation(
     name="chat",
     what="answer",
-    build=lambda formatter, route, messages, params, stream: formatter.build_chat(
-        route, messages, params, stream=stream
-    ),
-    read=lambda formatter, route, body, request_id: formatter.read_chat(route, body, request_id=request_id),
-    read_chunk=lambda formatter, route, data: formatter.parse_chunk(route, data),
+    build="build_chat",
+    read="read_chat",
+    read_chunk="parse_chunk",
     whole_chunk=_chat_whole_chunk,
     text_of=lambda chunk: chunk.content,
     calls_of=lambda chunk: chunk.tool_calls,
@@ -177,13 +178,9 @@ def _completion_assemble(
 TEXT_COMPLETION: Operation[CompletionResponse, CompletionChunk] = Operation(
     name="text_completion",
     what="completion",
-    build=lambda formatter, route, prompt, params, stream: formatter.build_completion_request(
-        route, prompt, params, stream=stream
-    ),
-    read=lambda formatter, route, body, request_id: formatter.read_completion(
-        route, body, request_id=request_id
-    ),
-    read_chunk=lambda formatter, route, data: formatter.parse_completion_chunk(route, data),
+    build="build_completion_request",
+    read="read_completion",
+    read_chunk="parse_completion_chunk",
     whole_chunk=_completion_whole_chunk,
     text_of=lambda chunk: chunk.text,
     calls_of=lambda chunk: (),

@@ -153,7 +153,8 @@ class Pipeline:
             InvalidRequestError: what the formatter's schema cannot carry, or a bad header or deployment.
         """
         endpoint = self.endpoint
-        body = encode_json(operation.build(endpoint.formatter, endpoint.route, payload, params, stream))
+        build = getattr(endpoint.formatter, operation.build)
+        body = encode_json(build(endpoint.route, payload, params, stream=stream))
         request_id = f"{self._id_prefix}-{next(self._ids):x}"
         headers = _call_headers(endpoint, request_id, deployment, extra_headers)
         observer = self.instrumentation.start_call(
@@ -176,8 +177,13 @@ class Pipeline:
 
     async def send(self, call: Call[ResponseT, Any]) -> ResponseT:
         """Send a non-streaming call with retries and return its parsed answer."""
+        attempt = self._send_once if call.endpoint.auth is None else self._send_refreshing
         try:
-            response = await self.with_retries(call, self.attempt)
+            try:
+                # The happy path is one direct await: retries are set up only after a failure.
+                response = await attempt(call)
+            except AzureMLChatError as first:
+                response = await self._retry_after(call, attempt, first)
             answer = self.read(call, response)
         except BaseException as exc:
             call.observer.end(None, exc)
@@ -190,9 +196,11 @@ class Pipeline:
         endpoint = call.endpoint
         request_id = response.headers.get("x-request-id") or call.request_id
         body = decode_json(response.content, endpoint.formatter.name)
-        answer = call.operation.read(endpoint.formatter, endpoint.route, body, request_id)
+        answer: ResponseT = getattr(endpoint.formatter, call.operation.read)(
+            endpoint.route, body, request_id=request_id
+        )
         usage = getattr(answer, "usage", None)
-        if usage is not None:
+        if usage is not None and self.limiter.counts_tokens:
             self.limiter.charge(usage.total_tokens)
         return answer
 
@@ -201,18 +209,24 @@ class Pipeline:
     ) -> T:
         """Run ``attempt(call)`` under the retry policy; a failure carries the number of attempts made."""
         try:
-            # The happy path is one direct await: retries are set up only after a failure.
             return await attempt(call)
         except AzureMLChatError as first:
-            try:
-                return await self.retry.call_after(first, lambda: attempt(call), describe=self._describe)
-            except AzureMLChatError as exc:
-                exc.attempts = call.attempts
-                raise
+            return await self._retry_after(call, attempt, first)
+
+    async def _retry_after(
+        self, call: Call[Any, Any], attempt: Callable[[Call[Any, Any]], Awaitable[T]], first: AzureMLChatError
+    ) -> T:
+        try:
+            return await self.retry.call_after(first, lambda: attempt(call), describe=self._describe)
+        except AzureMLChatError as exc:
+            exc.attempts = call.attempts
+            raise
 
     async def attempt(self, call: Call[Any, Any]) -> Response:
         """One attempt of a non-streaming call (twice when a credential's token was rejected)."""
-        return await self._refreshing(call, self._send_once)
+        if call.endpoint.auth is None:
+            return await self._send_once(call)
+        return await self._send_refreshing(call)
 
     async def open(self, call: Call[Any, Any]) -> StreamResponse:
         """One attempt to open a stream; the admission ticket stays in ``call.ticket`` until released."""
@@ -232,6 +246,9 @@ class Pipeline:
             auth.invalidate()
             return await once(call)
 
+    async def _send_refreshing(self, call: Call[Any, Any]) -> Response:
+        return await self._refreshing(call, self._send_once)
+
     async def _send_once(self, call: Call[Any, Any]) -> Response:
         endpoint = call.endpoint
         limiter = self.limiter
@@ -240,9 +257,7 @@ class Pipeline:
         try:
             headers = call.headers if endpoint.auth is None else await _authorized(call)
             response = await self.transport.send(
-                Request(
-                    method="POST", url=endpoint.url, headers=headers, content=call.body, timeout=call.timeout
-                )
+                Request("POST", endpoint.url, headers, call.body, call.timeout)
             )
             if response.status_code >= 300:
                 raise make_status_error(
@@ -265,9 +280,7 @@ class Pipeline:
         try:
             headers = call.headers if endpoint.auth is None else await _authorized(call)
             response = await self.transport.open(
-                Request(
-                    method="POST", url=endpoint.url, headers=headers, content=call.body, timeout=call.timeout
-                )
+                Request("POST", endpoint.url, headers, call.body, call.timeout)
             )
             if response.status_code >= 300:
                 raise await _stream_status_error(response, call.request_id)
@@ -335,11 +348,12 @@ def _call_headers(
             headers.update(check_headers(extra_headers, "extra_headers"))
     except ConfigurationError as exc:
         raise InvalidRequestError(str(exc)) from None
-    sent_id = headers["x-ms-client-request-id"]
-    if len(sent_id) > _defaults.MAX_CLIENT_REQUEST_ID or not _is_request_id(sent_id):
-        raise InvalidRequestError(
-            f"x-ms-client-request-id must be 1-{_defaults.MAX_CLIENT_REQUEST_ID} letters, digits or '-'"
-        )
+    if extra_headers:  # our own id is always valid; a caller's replacement may not be
+        sent_id = headers["x-ms-client-request-id"]
+        if len(sent_id) > _defaults.MAX_CLIENT_REQUEST_ID or not _is_request_id(sent_id):
+            raise InvalidRequestError(
+                f"x-ms-client-request-id must be 1-{_defaults.MAX_CLIENT_REQUEST_ID} letters, digits or '-'"
+            )
     return headers
 
 

@@ -72,6 +72,10 @@ class RateLimitStore(Protocol):
     Times are seconds from now, so a store on another machine needs no shared clock.
     """
 
+    def quiet(self) -> bool:
+        """True when there is no cooldown and no probe due: a request may go at once (asked per attempt)."""
+        ...
+
     def cooldown_left(self) -> float:
         """Seconds until the cooldown ends (``<= 0``: none)."""
         ...
@@ -137,6 +141,9 @@ class InProcessStore:
         # Requests leave evenly spaced (no burst): quota windows on the server side are not published.
         self._requests = _Bucket(limit.requests_per_minute, burst=1) if limit.requests_per_minute else None
         self._tokens = _Bucket(limit.tokens_per_minute) if limit.tokens_per_minute else None
+
+    def quiet(self) -> bool:
+        return not self._probe_due and self._cooldown_until <= time.monotonic()
 
     def cooldown_left(self) -> float:
         return self._cooldown_until - time.monotonic()
@@ -226,17 +233,12 @@ class RateLimiter:
             or limit.requests_per_minute is not None
             or limit.tokens_per_minute is not None
         )
+        self.counts_tokens = limit.tokens_per_minute is not None
 
     @property
     def open(self) -> bool:
         """True when a request may go without waiting for anything (the fast path: one check per attempt)."""
-        store = self._store
-        return (
-            not self._always_gated
-            and not self._probing
-            and not store.probe_due()
-            and store.cooldown_left() <= 0
-        )
+        return not self._always_gated and not self._probing and self._store.quiet()
 
     async def admit(self) -> Ticket:
         """Wait for the cooldown, the probe, a concurrency slot and the budgets, then admit one request."""
@@ -290,7 +292,7 @@ class RateLimiter:
 
     def charge(self, tokens: int) -> None:
         """Take the tokens an answer used from the tokens-per-minute budget."""
-        if tokens > 0:
+        if self.counts_tokens and tokens > 0:
             self._store.charge(float(tokens))
 
     def finish(self, ticket: Ticket) -> None:

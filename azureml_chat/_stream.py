@@ -172,7 +172,8 @@ class AsyncStream(Generic[ChunkT, ResponseT]):
         assert call is not None
         endpoint = call.endpoint
         body = decode_json(b"".join(pieces), endpoint.formatter.name)
-        answer = self._operation.read(endpoint.formatter, endpoint.route, body, self._request_id)
+        read = getattr(endpoint.formatter, self._operation.read)
+        answer: ResponseT = read(endpoint.route, body, request_id=self._request_id)
         self._ready.append(self._operation.whole_chunk(answer))
         self._finished = True
 
@@ -206,7 +207,9 @@ class AsyncStream(Generic[ChunkT, ResponseT]):
             )
         call = self._call
         assert call is not None
-        chunk = self._operation.read_chunk(call.endpoint.formatter, call.endpoint.route, data)
+        chunk: ChunkT | None = getattr(call.endpoint.formatter, self._operation.read_chunk)(
+            call.endpoint.route, data
+        )
         if chunk is not None:
             self._ready.append(chunk)
 

@@ -20,10 +20,9 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import aiohttp
-import attrs
 from yarl import URL
 
 from . import _defaults
@@ -43,8 +42,10 @@ __all__ = [
 logger = logging.getLogger("azureml_chat")
 
 
-@attrs.frozen(kw_only=True)
-class Request:
+# Request and Response are named tuples: immutable values built once per attempt, at C speed.
+
+
+class Request(NamedTuple):
     """One HTTP request, as the pipeline hands it to a transport.
 
     Attributes:
@@ -57,17 +58,20 @@ class Request:
 
     method: str
     url: str
-    headers: Mapping[str, str] = attrs.field(repr=False)
-    content: bytes = attrs.field(repr=False)
-    timeout: Timeout = attrs.field(factory=Timeout)
+    headers: Mapping[str, str]
+    content: bytes
+    timeout: Timeout
 
     def json(self) -> Any:
         """The body, decoded."""
         return loads(self.content)
 
+    def __repr__(self) -> str:
+        # Headers carry the key or token, and bodies can be large: neither is shown.
+        return f"Request({self.method!r}, {self.url!r}, {len(self.content)} bytes)"
 
-@attrs.frozen
-class Response:
+
+class Response(NamedTuple):
     """A whole response: its status, headers and body (for a status >= 300 the body may be cut at
     ``MAX_ERROR_BODY`` bytes, so a huge error page cannot exhaust memory)."""
 
