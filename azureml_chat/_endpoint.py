@@ -200,7 +200,7 @@ def build_endpoint(
             )
         extra["extra-parameters"] = extra_parameters
 
-    sent = {"content-type": "application/json", "accept": "application/json", "user-agent": USER_AGENT}
+    sent = {"content-type": "application/json", "user-agent": USER_AGENT}
     if secret is not None:
         sent.update(_key_headers(secret, auth_header))
     sent.update(extra)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import threading
 import time
@@ -122,9 +121,8 @@ class AsyncTransport(Protocol):
         ...
 
 
-@functools.lru_cache(maxsize=64)
 def client_timeout(timeout: Timeout, *, stream: bool) -> aiohttp.ClientTimeout:
-    """The aiohttp form of a :class:`Timeout`, built once per value.
+    """The aiohttp form of a :class:`Timeout` (a transport keeps one per value).
 
     A stream gets ``read`` as aiohttp's idle ``sock_read`` (between events). A non-streaming answer arrives
     all at once when the model is done, so there the idle time is the whole wait: ``read`` bounds the
@@ -134,12 +132,6 @@ def client_timeout(timeout: Timeout, *, stream: bool) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(total=timeout.total, connect=timeout.connect, sock_read=timeout.read)
     bounds = [value for value in (timeout.total, timeout.read) if value is not None]
     return aiohttp.ClientTimeout(total=min(bounds) if bounds else None, connect=timeout.connect)
-
-
-@functools.lru_cache(maxsize=64)
-def _url(url: str) -> URL:
-    # Parsed once per endpoint, not per request.
-    return URL(url)
 
 
 class AiohttpTransport:
@@ -163,7 +155,10 @@ class AiohttpTransport:
         self._session = session
         self._owns_session = session is None
         self._max_connections = max_connections
-        self._proxies: dict[str, str | None] = {}
+        # Worked out once per URL and per Timeout value, not per request (plain dicts: one hash each).
+        self._targets: dict[str, tuple[URL, str | None]] = {}
+        self._whole_timeouts: dict[Timeout, aiohttp.ClientTimeout] = {}
+        self._stream_timeouts: dict[Timeout, aiohttp.ClientTimeout] = {}
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -203,11 +198,18 @@ class AiohttpTransport:
 
     def proxy_for(self, url: str) -> str | None:
         """The proxy the environment names for ``url``, if any (read once per URL)."""
-        try:
-            return self._proxies[url]
-        except KeyError:
-            proxy = self._proxies[url] = _proxy_from_environment(url)
-            return proxy
+        return self._target(url)[1]
+
+    def _target(self, url: str) -> tuple[URL, str | None]:
+        target = self._targets.get(url)
+        if target is None:
+            target = self._targets[url] = (URL(url), _proxy_from_environment(url))
+        return target
+
+    def _aiohttp_timeout(self, timeout: Timeout, *, stream: bool) -> aiohttp.ClientTimeout:
+        converted = client_timeout(timeout, stream=stream)
+        (self._stream_timeouts if stream else self._whole_timeouts)[timeout] = converted
+        return converted
 
     async def aclose(self) -> None:
         """Close the session if we own it (a caller's session is left alone). Safe to call twice."""
@@ -229,14 +231,14 @@ class AiohttpTransport:
         debug = logger.isEnabledFor(logging.DEBUG)
         started = time.perf_counter() if debug else 0.0
         timeout = request.timeout
+        url, proxy = self._target(request.url)
         try:
-            async with self.session().request(
-                request.method,
-                _url(request.url),
+            async with self.session().post(
+                url,
                 data=request.content,
                 headers=request.headers,
-                timeout=client_timeout(timeout, stream=False),
-                proxy=self.proxy_for(request.url),
+                timeout=self._whole_timeouts.get(timeout) or self._aiohttp_timeout(timeout, stream=False),
+                proxy=proxy,
                 allow_redirects=False,
             ) as response:
                 status = response.status
@@ -257,14 +259,14 @@ class AiohttpTransport:
     async def open(self, request: Request) -> StreamResponse:
         """POST and return the response as soon as its headers arrived; read it with ``read_some()``."""
         timeout = request.timeout
+        url, proxy = self._target(request.url)
         try:
-            response = await self.session().request(
-                request.method,
-                _url(request.url),
+            response = await self.session().post(
+                url,
                 data=request.content,
                 headers=request.headers,
-                timeout=client_timeout(timeout, stream=True),
-                proxy=self.proxy_for(request.url),
+                timeout=self._stream_timeouts.get(timeout) or self._aiohttp_timeout(timeout, stream=True),
+                proxy=proxy,
                 allow_redirects=False,
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
