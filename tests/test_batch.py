@@ -29,9 +29,9 @@ from azureml_chat import (
     UserMessage,
 )
 from azureml_chat._batch import chat_as_completed, chat_many
-from azureml_chat._cli_jsonl import ResultsFile, parse_line
-from azureml_chat._cli_progress import Progress
 from azureml_chat.cli import main as cli_main
+from azureml_chat.cli._jsonl import ResultsFile, parse_line
+from azureml_chat.cli._progress import Progress
 from azureml_chat.emulator import Emulator, RecordedRequest
 from azureml_chat.testing import fast_retry
 

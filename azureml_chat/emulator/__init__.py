@@ -35,8 +35,9 @@ from ._deployments import FAMILIES, Deployment
 from ._errors import EmulatorError, FaultSpecError, PortInUseError
 from ._faults import Fault, parse_faults
 from ._records import RecordedRequest
-from ._runner import EmulatorThread, serve
+from ._runner import serve
 from ._server import CHAT_PATHS, COMPLETIONS_PATHS, DEPLOYMENT_HEADER, FAULT_HEADER, INFO_PATHS, Emulator
+from ._thread import EmulatorThread
 
 __all__ = [
     "CHAT_PATHS",

@@ -1,4 +1,7 @@
-"""Running the emulator outside the caller's event loop: in a background thread, or in the foreground (CLI)."""
+"""Serving the emulator in the foreground until Ctrl-C or SIGTERM: the ``azureml-chat emulator`` command.
+
+For a background thread, see :mod:`._thread` (:meth:`Emulator.start_in_thread`).
+"""
 
 from __future__ import annotations
 
@@ -6,92 +9,15 @@ import asyncio
 import contextlib
 import signal
 import sys
-import threading
 from collections.abc import Iterable
 from typing import Any, TextIO
 
 from ._deployments import Deployment
-from ._errors import EmulatorError
 from ._faults import Fault
 from ._records import RecordedRequest
 from ._server import Emulator
 
-__all__ = ["EmulatorThread", "serve"]
-
-# Starting binds a socket and sets up aiohttp: well under a second; the margin is for loaded CI machines.
-_START_TIMEOUT = 30.0
-
-
-class EmulatorThread:
-    """An :class:`Emulator` served by its own event loop in a daemon thread, for synchronous code.
-
-    The emulator's state (``requests``, ``add_fault`` ...) is thread-safe, so it can be used from the caller's
-    thread while it serves. Example::
-
-        with EmulatorThread(Emulator(key="test-key")) as emu:
-            ...  # a synchronous client against emu.url
-    """
-
-    def __init__(self, emulator: Emulator) -> None:
-        self.emulator = emulator
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._error: BaseException | None = None
-
-    def start(self) -> Emulator:
-        """Start the loop thread and wait until the emulator serves; return it.
-
-        Raises:
-            PortInUseError: the port is taken.
-            EmulatorError: the thread was already started, or the emulator did not start in time.
-        """
-        if self._thread is not None:
-            raise EmulatorError("this EmulatorThread was already started")
-        self._thread = threading.Thread(target=self._run, name="azureml-chat-emulator", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(_START_TIMEOUT):
-            raise EmulatorError(f"the emulator did not start within {_START_TIMEOUT:g} s")
-        if self._error is not None:
-            self._thread.join()
-            raise self._error
-        return self.emulator
-
-    def stop(self) -> None:
-        """Stop the emulator, end its loop and join the thread. Safe to call twice."""
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        loop, stopping = self._loop, self._stopping
-        if loop is not None and stopping is not None:
-            with contextlib.suppress(RuntimeError):  # the loop already ended
-                loop.call_soon_threadsafe(stopping.set)
-        thread.join()
-
-    def __enter__(self) -> Emulator:
-        return self.emulator if self._thread is not None else self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        # asyncio.run cancels leftovers and shuts down async generators and the executor: nothing leaks.
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
-        try:
-            await self.emulator.start()
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            await self._stopping.wait()
-        finally:
-            await self.emulator.stop()
+__all__ = ["serve"]
 
 
 def serve(

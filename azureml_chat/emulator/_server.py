@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeAlias
+from typing import Any, Literal, TextIO, TypeAlias
 
 import attrs
 from aiohttp import web
@@ -29,10 +29,8 @@ from ._errors import EmulatorError, FaultSpecError, platform_error, score_error
 from ._faults import Fault, FaultSchedule, error_response, first_match, parse_faults
 from ._records import RecordedRequest, RequestLog, redact_headers
 from ._score import answer_score, parse_score_request
+from ._thread import EmulatorThread
 from ._wire import bind, close_connection, json_body, json_error, sse
-
-if TYPE_CHECKING:
-    from ._runner import EmulatorThread
 
 __all__ = ["CHAT_PATHS", "COMPLETIONS_PATHS", "DEPLOYMENT_HEADER", "FAULT_HEADER", "INFO_PATHS", "Emulator"]
 
@@ -308,14 +306,12 @@ class Emulator:
             ]
         )
 
-    def start_in_thread(self) -> EmulatorThread:
+    def start_in_thread(self) -> EmulatorThread[Emulator]:
         """Start serving on a private event loop in a background thread; stop it with ``.stop()`` or ``with``.
 
         Raises:
             PortInUseError: the port is taken.
         """
-        from ._runner import EmulatorThread
-
         thread = EmulatorThread(self)
         thread.start()
         return thread

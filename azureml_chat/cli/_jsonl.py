@@ -24,10 +24,10 @@ from typing import Any
 
 import attrs
 
-from ._errors import APIStatusError, AzureMLChatError
-from ._responses import ChatResponse
+from .._errors import APIStatusError, AzureMLChatError
+from .._responses import ChatResponse
 
-__all__ = ["Job", "Record", "ResultsFile", "answer_record", "error_record", "id_key", "parse_line"]
+__all__ = ["Job", "Record", "ResultsFile", "answer_record", "error_record", "id_key", "parse_line", "summary"]
 
 Record = dict[str, Any]
 
@@ -92,17 +92,21 @@ def parse_line(raw: bytes, line: int) -> Job | None:
     return Job(job_id, line, messages=messages, params=params)
 
 
-def answer_record(job_id: object, response: ChatResponse) -> Record:
-    """The output line of an answer: the shape of ``azureml-chat chat --json``, plus the id."""
+def summary(response: ChatResponse) -> Record:
+    """An answer as ``azureml-chat chat --json`` prints it: content, finish reason, token counts, request id."""
     usage = response.usage
     counts = None if usage is None else {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens}
     return {
-        "id": job_id,
         "content": response.content,
         "finish_reason": response.finish_reason,
         "usage": counts,
         "request_id": response.request_id,
     }
+
+
+def answer_record(job_id: object, response: ChatResponse) -> Record:
+    """The output line of an answer: the shape of ``azureml-chat chat --json``, plus the id."""
+    return {"id": job_id, **summary(response)}
 
 
 def error_record(job_id: object, error: AzureMLChatError, *, line: int | None = None) -> Record:

@@ -1,6 +1,6 @@
 """``azureml-chat batch IN -o OUT``: the conversations of a JSONL file, with live progress, resumable.
 
-The file formats are in :mod:`._cli_jsonl`. Answers are appended as they finish (not in input order); on
+The file formats are in :mod:`._jsonl`. Answers are appended as they finish (not in input order); on
 start, the ids already in OUT are skipped, so rerunning the same command resumes a killed or interrupted
 run. ``--retry-failed`` first removes OUT's error lines so their ids run again. ``params`` on an input line
 are that line's ``chat()`` arguments, over ``--max-tokens`` / ``--temperature``. A line whose id an earlier
@@ -22,12 +22,19 @@ from typing import Any, TextIO
 
 import attrs
 
-from . import _defaults
-from ._batch import BatchResults
-from ._cli_jsonl import Job, Record, ResultsFile, answer_record, error_record, id_key, parse_line
-from ._cli_progress import REFRESH_SECONDS, Progress
-from ._client import AsyncChatClient
-from ._errors import AuthenticationError, AzureMLChatError, InvalidRequestError, PermissionDeniedError
+from .. import _defaults
+from .._batch import BatchResults
+from .._client import AsyncChatClient
+from .._errors import AuthenticationError, AzureMLChatError, InvalidRequestError, PermissionDeniedError
+from ._jsonl import Job, Record, ResultsFile, answer_record, error_record, id_key, parse_line
+from ._options import (
+    add_endpoint_options,
+    add_sampling_options,
+    add_timeout_option,
+    make_client,
+    sampling_params,
+)
+from ._progress import REFRESH_SECONDS, Progress
 
 __all__ = ["add_parser", "main"]
 
@@ -96,15 +103,7 @@ def _prepare(args: argparse.Namespace, err: TextIO) -> _Run:
     if os.path.exists(target) and os.path.samefile(source, target):
         raise BatchUsageError("the output file must not be the input file")
     # Built first: a bad URL or a missing key must not leave an empty output file behind.
-    client = AsyncChatClient(
-        args.url,
-        args.key,
-        deployment=args.deployment,
-        endpoint_type=args.endpoint_type,
-        formatter=args.formatter,
-        timeout=args.timeout,
-        max_retries=args.max_retries,
-    )
+    client = make_client(args, max_retries=args.max_retries)
     results = ResultsFile(target)
     try:
         results.open(retry_failed=args.retry_failed)
@@ -118,12 +117,7 @@ def _prepare(args: argparse.Namespace, err: TextIO) -> _Run:
         progress.note(
             f"azureml-chat batch: removed {results.dropped:,} error lines from {target} to retry them"
         )
-    defaults = {
-        name: value
-        for name, value in (("max_tokens", args.max_tokens), ("temperature", args.temperature))
-        if value is not None
-    }
-    return _Run(client, results, progress, source, args.concurrency, defaults)
+    return _Run(client, results, progress, source, args.concurrency, sampling_params(args))
 
 
 async def _redraw(progress: Progress) -> None:
@@ -211,18 +205,13 @@ def add_parser(commands: Any) -> None:
         default=_defaults.BATCH_CONCURRENCY,
         help=f"calls in flight at once (default: {_defaults.BATCH_CONCURRENCY})",
     )
-    batch.add_argument("--url", help="endpoint URL (default: $AZUREML_ENDPOINT_URL)")
-    batch.add_argument("--key", help="endpoint key (default: $AZUREML_ENDPOINT_API_KEY)")
-    batch.add_argument("--deployment", help="deployment name (default: $AZUREML_DEPLOYMENT_NAME)")
-    batch.add_argument("--endpoint-type", choices=("dedicated", "realtime", "serverless"))
-    batch.add_argument("--formatter", help="model family (see azureml_chat.available_formatters())")
-    batch.add_argument("--timeout", type=float, help="seconds per attempt")
+    add_endpoint_options(batch)
+    add_timeout_option(batch)
     batch.add_argument("--max-retries", type=_whole(0), help="retries after the first attempt (default: 2)")
     batch.add_argument(
         "--retry-failed", action="store_true", help="first remove the error lines from OUT, so they run again"
     )
-    batch.add_argument("--max-tokens", type=int)
-    batch.add_argument("--temperature", type=float)
+    add_sampling_options(batch)
 
 
 def _whole(minimum: int) -> Callable[[str], int]:

@@ -1,8 +1,6 @@
-"""The ``azureml-chat`` command: ``demo``, ``emulator``, ``chat`` and ``batch``.
+"""The command line's parser and its ``demo``, ``emulator`` and ``chat`` commands (``batch`` is in ``_batch``).
 
-A user mistake (bad URL, missing key, 401, unknown deployment) prints one line and exits non-zero; it never
-shows a traceback. Exit codes: 0 success, 1 a failed call (for ``batch``: some item failed) or bad
-configuration, 2 bad arguments, 130 Ctrl-C.
+Exit codes and the one-line error rule are in the package's docstring (:mod:`azureml_chat.cli`).
 """
 
 from __future__ import annotations
@@ -14,10 +12,20 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
-from . import __version__, _cli_batch
-from ._client import AsyncChatClient
-from ._errors import AzureMLChatError
-from ._messages import AssistantMessage, Message, SystemMessage, UserMessage
+from .. import __version__
+from .._client import AsyncChatClient
+from .._errors import AzureMLChatError
+from .._messages import AssistantMessage, Message, SystemMessage, UserMessage
+from ._batch import add_parser as add_batch_parser
+from ._batch import main as run_batch
+from ._jsonl import summary
+from ._options import (
+    add_endpoint_options,
+    add_sampling_options,
+    add_timeout_option,
+    make_client,
+    sampling_params,
+)
 
 __all__ = ["main"]
 
@@ -63,19 +71,14 @@ def _parser() -> argparse.ArgumentParser:
 
     chat = commands.add_parser("chat", help="one prompt (streamed), or an interactive session with no prompt")
     chat.add_argument("prompt", nargs="?", help="the prompt; omit for an interactive session")
-    chat.add_argument("--url", help="endpoint URL (default: $AZUREML_ENDPOINT_URL)")
-    chat.add_argument("--key", help="endpoint key (default: $AZUREML_ENDPOINT_API_KEY)")
-    chat.add_argument("--deployment", help="deployment name (default: $AZUREML_DEPLOYMENT_NAME)")
-    chat.add_argument("--endpoint-type", choices=("dedicated", "realtime", "serverless"))
-    chat.add_argument("--formatter", help="model family (see azureml_chat.available_formatters())")
+    add_endpoint_options(chat)
     chat.add_argument("--system", help="a system message to start with")
-    chat.add_argument("--max-tokens", type=int)
-    chat.add_argument("--temperature", type=float)
-    chat.add_argument("--timeout", type=float, help="seconds per attempt")
+    add_sampling_options(chat)
+    add_timeout_option(chat)
     chat.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
     chat.add_argument("--json", action="store_true", help="print one JSON object per answer")
 
-    _cli_batch.add_parser(commands)
+    add_batch_parser(commands)
     return parser
 
 
@@ -88,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "emulator":
             return _serve(args)
         if args.command == "batch":
-            return _cli_batch.main(args)
+            return run_batch(args)
         return asyncio.run(_chat(args, sys.stdin, sys.stdout))
     except AzureMLChatError as exc:
         print(f"azureml-chat: error: {exc}", file=sys.stderr)
@@ -121,11 +124,7 @@ async def _stream_turn(
         if not as_json:
             out.write(response.content or "")
     if as_json:
-        out.write(
-            json.dumps(
-                _summary(response.content, response.finish_reason, response.usage, response.request_id)
-            )
-        )
+        out.write(json.dumps(summary(response)))
     out.write("\n")
     if details:
         usage = response.usage
@@ -136,15 +135,8 @@ async def _stream_turn(
     history.append(AssistantMessage(response.content or "", tool_calls=response.tool_calls))
 
 
-def _summary(
-    content: str | None, finish_reason: str | None, usage: Any, request_id: str | None
-) -> dict[str, Any]:
-    counts = None if usage is None else {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens}
-    return {"content": content, "finish_reason": finish_reason, "usage": counts, "request_id": request_id}
-
-
 async def _demo(out: TextIO) -> int:
-    from .emulator import Deployment, Emulator
+    from ..emulator import Deployment, Emulator
 
     deployment = Deployment("demo", family="openai", model="emulated-chat", replies=DEMO_REPLIES)
     async with Emulator(key="demo-key", deployments=[deployment]) as emulator:
@@ -163,7 +155,7 @@ async def _demo(out: TextIO) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .emulator import EmulatorError, serve
+    from ..emulator import EmulatorError, serve
 
     try:
         serve(host=args.host, port=args.port, key=args.key, family=args.family, faults=args.fault)
@@ -174,19 +166,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _chat(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
-    params = {
-        name: value
-        for name, value in (("max_tokens", args.max_tokens), ("temperature", args.temperature))
-        if value is not None
-    }
-    async with AsyncChatClient(
-        args.url,
-        args.key,
-        deployment=args.deployment,
-        endpoint_type=args.endpoint_type,
-        formatter=args.formatter,
-        timeout=args.timeout,
-    ) as client:
+    params = sampling_params(args)
+    async with make_client(args) as client:
         history: list[Message] = [SystemMessage(args.system)] if args.system else []
         stream = not args.no_stream
         if args.prompt is not None:
@@ -211,7 +192,3 @@ async def _chat(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
                 print(f"azureml-chat: error: {exc}", file=sys.stderr)
                 if not interactive:
                     return 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
