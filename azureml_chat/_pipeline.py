@@ -84,7 +84,6 @@ class Call(Generic[ResponseT, ChunkT]):
         operation: Operation[ResponseT, Any],
         payload: Any,
         params: Mapping[str, Any],
-        *,
         stream: bool,
         endpoint: Endpoint,
         body: bytes,
@@ -161,16 +160,7 @@ class Pipeline:
             operation.name, endpoint, params, stream=stream, request_id=request_id
         )
         return Call(
-            operation,
-            payload,
-            params,
-            stream=stream,
-            endpoint=endpoint,
-            body=body,
-            headers=headers,
-            timeout=timeout,
-            request_id=request_id,
-            observer=observer,
+            operation, payload, params, stream, endpoint, body, headers, timeout, request_id, observer
         )
 
     # --- send -------------------------------------------------------------------------------------------
