@@ -1,4 +1,4 @@
-"""Text completion (``_completions.py``, ``_completion_stream.py``, ``formatters/_textgen.py``, the openai
+"""Text completion (the ``TEXT_COMPLETION`` operation in ``_operations.py``, ``formatters/_textgen.py``, the openai
 family's ``/v1/completions`` hooks): request bodies, response shapes, family/route mismatches, and
 ``complete()`` / ``stream_complete()`` end to end against the emulator on 127.0.0.1.
 """
