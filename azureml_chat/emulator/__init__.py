@@ -31,12 +31,13 @@ Per request, a fault can also be asked for with the ``x-emulator-fault: <spec>``
 This package is a leaf: nothing in the core imports it.
 """
 
+from ._app import CHAT_PATHS, COMPLETIONS_PATHS, DEPLOYMENT_HEADER, FAULT_HEADER, INFO_PATHS
 from ._deployments import FAMILIES, Deployment
 from ._errors import EmulatorError, FaultSpecError, PortInUseError
 from ._faults import Fault, parse_faults
 from ._records import RecordedRequest
 from ._runner import serve
-from ._server import CHAT_PATHS, COMPLETIONS_PATHS, DEPLOYMENT_HEADER, FAULT_HEADER, INFO_PATHS, Emulator
+from ._server import Emulator
 from ._thread import EmulatorThread
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Putting answers on the wire: JSON bodies, SSE streams, broken bodies, dropped connections, binding.
 
-The byte-level side of faults lives here so the server module reads as routing and state.
+The byte-level side of faults lives here so the application module reads as routing.
 """
 
 from __future__ import annotations

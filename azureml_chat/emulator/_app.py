@@ -1,0 +1,291 @@
+"""The emulator's aiohttp application: auth and routing like Azure's front end, then the dialect handlers,
+faults and the request log.
+
+Every decision about *what* to answer lives in the pure modules (``_chat``, ``_completions``, ``_score``,
+``_answers``, ``_faults``) and the bytes go out through ``_wire``; this module only routes. The mutable state
+it reads and updates (armed faults, reply counters, the log) belongs to the :class:`Emulator`, which builds a
+:class:`WebFrontEnd` over it at each start; imports run one way, from the emulator's module to this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeAlias
+
+import attrs
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from ._answers import control_faults, control_text
+from ._chat import BadRequest, answer_chat, completion_body, parse_chat_request, stream_chunks
+from ._completions import answer_completion, completion_chunks, parse_completion_request, text_body
+from ._deployments import Deployment
+from ._errors import FaultSpecError, platform_error, score_error
+from ._faults import Fault, FaultSchedule, error_response, first_match, parse_faults
+from ._records import RecordedRequest, RequestLog, redact_headers
+from ._score import answer_score, parse_score_request
+from ._wire import close_connection, json_body, json_error, sse
+
+__all__ = [
+    "CHAT_PATHS",
+    "COMPLETIONS_PATHS",
+    "DEPLOYMENT_HEADER",
+    "FAULT_HEADER",
+    "INFO_PATHS",
+    "WebFrontEnd",
+]
+
+CHAT_PATHS = ("/v1/chat/completions", "/chat/completions", "/models/chat/completions")
+COMPLETIONS_PATHS = ("/v1/completions", "/completions")
+INFO_PATHS = ("/info", "/models/info")
+DEPLOYMENT_HEADER = "azureml-model-deployment"
+FAULT_HEADER = "x-emulator-fault"
+# Which request dialect a handler speaks: /score in a non-OpenAI family's shape, chat or text completions.
+Dialect: TypeAlias = Literal["score", "chat", "completions"]
+_CLIENT_REQUEST_ID = "x-ms-client-request-id"
+_EXCHANGE = "azureml_chat.emulator.exchange"
+# Bodies with base64 images run to megabytes; aiohttp's default 1 MiB limit would turn them into 413s.
+_MAX_BODY = 64 * 1024 * 1024
+# The Azure ML front end keeps only these characters of x-ms-client-request-id, and 40 of them (section 1.7).
+_CLIENT_ID_JUNK = re.compile(r"[^A-Za-z0-9_-]")
+_CLIENT_ID_MAX = 40
+
+
+@attrs.define
+class _Exchange:
+    """What the emulator knows about one request as it handles it (mutable, request-scoped)."""
+
+    request_id: str
+    text: str
+    body: Any
+    time: float
+    deployment: Deployment | None = None
+    stream: bool = False
+    fault: Fault | None = None
+    recorded: bool = False
+
+
+@attrs.frozen(eq=False)
+class WebFrontEnd:
+    """The HTTP side of an emulator: Azure's front end and the dialect handlers, over the emulator's state
+    (shared, never copied).
+
+    Args:
+        key: the key clients must send; ``None`` accepts any request.
+        deployments: the deployments behind the endpoint, by name.
+        default: the name of the deployment that serves requests without ``azureml-model-deployment``.
+        schedules: each deployment's armed faults, by deployment name; looked up per request, so a schedule
+            the emulator replaces while serving (``reset()``) takes effect at once.
+        next_reply: a deployment's next scripted reply (``None``: echo the request).
+        log: where each request is recorded.
+    """
+
+    key: str | None
+    deployments: Mapping[str, Deployment]
+    default: str
+    schedules: Mapping[str, FaultSchedule]
+    next_reply: Callable[[Deployment], str | None]
+    log: RequestLog
+
+    def app(self) -> web.Application:
+        """A new application routing to these handlers."""
+        app = web.Application(middlewares=[self._front_end], client_max_size=_MAX_BODY)
+        app.router.add_post("/score", self._handle_score)
+        for path in CHAT_PATHS:
+            app.router.add_post(path, self._handle_chat)
+        for path in COMPLETIONS_PATHS:
+            app.router.add_post(path, self._handle_completions)
+        for path in INFO_PATHS:
+            app.router.add_get(path, self._handle_info)
+        app.on_response_prepare.append(self._on_prepare)
+        return app
+
+    @web.middleware
+    async def _front_end(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Azure's front end: read the body, check the key, route to a deployment."""
+        text = (await request.read()).decode("utf-8", "replace")
+        exchange = _Exchange(
+            request_id=str(uuid.uuid4()), text=text, body=_json_or_none(text), time=time.time()
+        )
+        request[_EXCHANGE] = exchange
+        if not self._authorized(request):
+            message = (
+                "Key based authentication failed: send the endpoint key as 'Authorization: Bearer <key>'."
+            )
+            headers = {"WWW-Authenticate": "Bearer", "x-ms-error-code": "Unauthorized"}
+            return json_error(401, platform_error("Unauthorized", message), headers)
+        name = request.headers.get(DEPLOYMENT_HEADER) or self.default
+        exchange.deployment = self.deployments.get(name)
+        if exchange.deployment is None:
+            known = ", ".join(self.deployments)
+            message = f"No deployment named {name!r} on this endpoint. Known deployments: {known}."
+            return json_error(
+                404, platform_error("DeploymentNotFound", message), {"x-ms-error-code": "NotFound"}
+            )
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status not in (404, 405):
+                raise
+            code = "NotFound" if exc.status == 404 else "MethodNotAllowed"
+            message = f"{request.method} {request.path} is not a route of this endpoint"
+            allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
+            return json_error(exc.status, platform_error(code, message), allow)
+
+    def _authorized(self, request: web.Request) -> bool:
+        if self.key is None:
+            return True
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        offered = [token.strip()] if scheme.lower() == "bearer" else []
+        offered += request.headers.getall("api-key", [])
+        return any(hmac.compare_digest(item.encode(), self.key.encode()) for item in offered)
+
+    async def _on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        exchange: _Exchange | None = request.get(_EXCHANGE)
+        response.headers["x-request-id"] = exchange.request_id if exchange else str(uuid.uuid4())
+        client_id = request.headers.get(_CLIENT_REQUEST_ID)
+        if client_id is not None:
+            response.headers[_CLIENT_REQUEST_ID] = _CLIENT_ID_JUNK.sub("", client_id)[:_CLIENT_ID_MAX]
+        if exchange is not None:
+            if exchange.deployment is not None:
+                response.headers[DEPLOYMENT_HEADER] = exchange.deployment.name
+            self._record(request, exchange, response.status)
+
+    def _record(self, request: web.Request, exchange: _Exchange, status: int | None) -> None:
+        if exchange.recorded:
+            return
+        exchange.recorded = True
+        self.log.append(
+            RecordedRequest(
+                method=request.method,
+                path=request.path,
+                query=dict(request.query),
+                headers=redact_headers(request.headers.items()),
+                body=exchange.body,
+                text=exchange.text,
+                deployment=exchange.deployment.name if exchange.deployment else None,
+                status=status,
+                stream=exchange.stream,
+                fault=exchange.fault,
+                time=exchange.time,
+            )
+        )
+
+    async def _handle_info(self, request: web.Request) -> web.StreamResponse:
+        deployment = _exchange(request).deployment
+        assert deployment is not None
+        kind = "chat-completion" if deployment.family in ("llama", "mistral", "openai") else "text-generation"
+        return web.json_response(
+            {"model_name": deployment.model, "model_type": kind, "model_provider_name": deployment.provider}
+        )
+
+    async def _handle_chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer(request, "chat")
+
+    async def _handle_completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer(request, "completions")
+
+    async def _handle_score(self, request: web.Request) -> web.StreamResponse:
+        deployment = _exchange(request).deployment
+        assert deployment is not None
+        return await self._answer(request, "chat" if deployment.family == "openai" else "score")
+
+    async def _answer(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
+        exchange = _exchange(request)
+        deployment, body = exchange.deployment, exchange.body
+        assert deployment is not None
+        openai = dialect != "score"
+        exchange.stream = openai and isinstance(body, Mapping) and body.get("stream") is True
+        try:
+            specs = [*request.headers.getall(FAULT_HEADER, []), *control_faults(control_text(body))[1]]
+            asked = parse_faults(";".join(specs))
+        except FaultSpecError as exc:
+            return json_error(400, platform_error("InvalidFaultSpec", str(exc)))
+        # A fault asked for by the request replaces the deployment's armed ones, which stay armed.
+        schedule = self.schedules[deployment.name]
+        fault = first_match(asked, stream=exchange.stream) if asked else schedule.take(stream=exchange.stream)
+        exchange.fault = fault
+        if fault is not None:
+            await asyncio.sleep(fault.latency)
+            if fault.disconnect:
+                self._record(request, exchange, None)
+                close_connection(request)
+                return web.Response()
+            if fault.status is not None:
+                status, headers, error = error_response(fault)
+                return json_error(status, error, headers)
+        try:
+            if body is None:
+                raise BadRequest("the request body is not valid JSON")
+            if dialect == "chat":
+                return await self._chat(request, exchange, deployment, fault)
+            if dialect == "completions":
+                return await self._complete(request, exchange, deployment, fault)
+            answer = answer_score(
+                deployment.family,
+                parse_score_request(deployment.family, body),
+                reply=lambda: self.next_reply(deployment),
+            )
+        except BadRequest as exc:
+            if openai:
+                error = {
+                    "code": "BadRequest",
+                    "message": exc.message,
+                    "param": exc.param,
+                    "type": "invalid_request_error",
+                }
+                return json_error(400, {"error": error})
+            return json_error(400, score_error(exc.message))
+        return json_body(answer, fault)
+
+    async def _chat(
+        self, request: web.Request, exchange: _Exchange, deployment: Deployment, fault: Fault | None
+    ) -> web.StreamResponse:
+        refuse_extras = request.headers.get("extra-parameters", "").strip().lower() == "error"
+        chat = parse_chat_request(exchange.body, refuse_extras=refuse_extras)
+        answer = answer_chat(
+            chat, reply=lambda: self.next_reply(deployment), call_id=f"call_{uuid.uuid4().hex[:24]}"
+        )
+        completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        if not chat.stream:
+            body = completion_body(
+                answer, completion_id=completion_id, created=created, model=deployment.model
+            )
+            return json_body(body, fault)
+        chunks = stream_chunks(answer, completion_id=completion_id, created=created, model=deployment.model)
+        return await sse(request, [json.dumps(chunk) for chunk in chunks], fault)
+
+    async def _complete(
+        self, request: web.Request, exchange: _Exchange, deployment: Deployment, fault: Fault | None
+    ) -> web.StreamResponse:
+        refuse_extras = request.headers.get("extra-parameters", "").strip().lower() == "error"
+        completion = parse_completion_request(exchange.body, refuse_extras=refuse_extras)
+        answers = answer_completion(completion, reply=lambda: self.next_reply(deployment))
+        completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        if not completion.stream:
+            body = text_body(answers, completion_id=completion_id, created=created, model=deployment.model)
+            return json_body(body, fault)
+        chunks = completion_chunks(
+            answers, completion_id=completion_id, created=created, model=deployment.model
+        )
+        return await sse(request, [json.dumps(chunk) for chunk in chunks], fault)
+
+
+def _exchange(request: web.Request) -> _Exchange:
+    exchange: _Exchange = request[_EXCHANGE]
+    return exchange
+
+
+def _json_or_none(text: str) -> Any:
+    if not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
