@@ -1,142 +1,248 @@
-"""``Client``: the synchronous facade. One private event-loop thread per client owns an
-:class:`AsyncChatClient` and its session, so calls work from plain code, from many threads, and from
-inside someone else's running loop (Jupyter), where ``asyncio.run`` cannot (sdk_design.md 5).
+"""``Client``: the synchronous facade. One private event-loop thread per client (``_loop_thread.py``) owns an
+:class:`AsyncChatClient` and its session, so calls work from plain code, from many threads, and from inside
+someone else's running loop (Jupyter), where ``asyncio.run`` cannot (sdk_design.md 5).
+
+Every method has its async twin's parameters, spelled out so that type checkers see them;
+``tests/test_signatures.py`` holds each pair equal, which is what lets the methods hand their arguments on by
+name (:func:`_forward`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import threading
 import weakref
-from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
-from types import TracebackType
-from typing import Any, Generic, Literal, Self, TypeVar, overload
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, Self, Unpack, overload
+
+import aiohttp
 
 from . import _defaults
+from ._auth import DEFAULT_SCOPE
 from ._batch import Conversation
 from ._client import AsyncChatClient, langchain_module
-from ._config import Secret
+from ._config import Secret, Timeout
 from ._errors import AzureMLChatError, ConfigurationError
+from ._loop_thread import Call, LoopThread
 from ._messages import Message
-from ._operations import ChunkT
-from ._responses import ChatChunk, ChatResponse, CompletionChunk, CompletionResponse
-from ._stream import AsyncStream, ResponseT
+from ._options import ClientOptions
+from ._ratelimit import RateLimit
+from ._responses import ChatResponse, CompletionResponse
+from ._retry import RetryPolicy
+from ._sync_views import ChatStream, Closing, CompletionStream, SyncBatchResults
+from ._transport import AsyncTransport
+from .formatters import ContentFormatter
 
-__all__ = ["ChatStream", "Client", "CompletionStream"]
+__all__ = ["ChatStream", "Client", "CompletionStream", "SyncBatchResults"]
 
-T = TypeVar("T")
-
-# How often a waiting caller wakes up; it bounds how late Ctrl-C is noticed on platforms whose lock waits
-# cannot be interrupted. A finished call is seen at once either way.
-_POLL_SECONDS = 0.2
-# How many ready chunks a sync stream takes from the loop thread in one trip.
-_BATCH = 64
-# How long close() waits for the loop thread to finish its shutdown.
-_JOIN_SECONDS = 5.0
+_NO_SESSION = "Client does not take session=: it owns its loop; use AsyncChatClient"
 
 
-class _LoopThread:
-    """A daemon thread running one event loop until :meth:`stop`."""
+def _forward(arguments: dict[str, Any], extra: str | None = None) -> dict[str, Any]:
+    """A sync method's arguments (its ``locals()``, taken first thing) as keywords for its async twin, whose
+    parameters have the same names; ``extra`` names the ``**`` parameter, whose items are passed on as is."""
+    keywords = {name: value for name, value in arguments.items() if name != "self" and name != extra}
+    if extra is not None:
+        keywords.update(arguments[extra])
+    return keywords
+
+
+class _Family:
+    """What a Client and its ``with_options()`` siblings share: one loop thread, started on first use, and
+    the async clients that are still open. Closing the client that made the family closes them all."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="azureml-chat-loop", daemon=True)
-        self.thread.start()
+        # Reentrant: a finalizer run by garbage collection may need it while this thread holds it.
+        self.lock = threading.RLock()
+        self.loop_thread: LoopThread | None = None
+        self.closed = False
+        self.clients: set[AsyncChatClient] = set()
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop and wait for it; Ctrl-C (or any interruption) cancels it."""
-        if threading.current_thread() is self.thread:
-            coro.close()
-            raise RuntimeError(
-                "a sync Client method was called from its own event-loop thread; use AsyncChatClient"
-            )
-        if not self.thread.is_alive() or self.loop.is_closed():
-            coro.close()
-            raise RuntimeError("this client is closed; create a new one")
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            while True:
-                try:
-                    return future.result(timeout=_POLL_SECONDS)
-                except concurrent.futures.TimeoutError:
-                    if not self.thread.is_alive():
-                        raise RuntimeError("the client was closed while this call was running") from None
-        except BaseException:
-            future.cancel()
-            raise
-
-    def call_soon(self, callback: Callable[[], None]) -> None:
-        """Schedule ``callback`` on the loop thread if the loop still runs (never blocks)."""
-        if self.thread.is_alive() and not self.loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed in between
-                self.loop.call_soon_threadsafe(callback)
-
-    def stop(self, closer: Coroutine[Any, Any, None] | None) -> None:
-        """Run ``closer`` on the loop, then stop the loop, join the thread and close the loop."""
-        if self.loop.is_closed():
-            if closer is not None:
-                closer.close()
-            return
-        if closer is not None and self.loop.is_running():
-            # Shutting down: there is no caller left to report a failed close to.
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(closer, self.loop).result(timeout=_JOIN_SECONDS)
-        elif closer is not None:
-            closer.close()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=_JOIN_SECONDS)
-        if not self.thread.is_alive():
-            self.loop.close()
+    def started(self) -> LoopThread:
+        """The loop thread, started on first use."""
+        loop_thread = self.loop_thread
+        if loop_thread is not None and loop_thread.running:
+            return loop_thread
+        with self.lock:
+            if self.closed:
+                raise RuntimeError("this client is closed; create a new one")
+            if self.loop_thread is None:
+                self.loop_thread = LoopThread()
+            return self.loop_thread
 
 
-def _shutdown(state: dict[str, Any]) -> None:
-    # Runs from close(), or from weakref.finalize when a client is garbage-collected or the interpreter exits.
-    loop_thread: _LoopThread | None = state.pop("loop", None)
-    client: AsyncChatClient = state["client"]
+def _shutdown(family: _Family) -> None:
+    # The family's first client closes: from close(), or from weakref.finalize when that client is garbage
+    # collected or the interpreter exits.
+    with family.lock:
+        family.closed = True
+        loop_thread, clients = family.loop_thread, list(family.clients)
+        family.clients.clear()
     if loop_thread is not None:
-        loop_thread.stop(client.aclose())
+        loop_thread.stop(_close_all(clients))
 
 
-class Client:
+async def _close_all(clients: list[AsyncChatClient]) -> None:
+    for client in clients:
+        await client.aclose()
+
+
+def _release(family: _Family, client: AsyncChatClient) -> Call[None] | None:
+    # A sibling closes (close(), or garbage collection): close its async client (which closes a pool of its
+    # own, if it has one) on the loop, unless the family closed it already. close() waits for the returned
+    # call; garbage collection, which may happen on any thread, does not.
+    with family.lock:
+        if client not in family.clients:
+            return None
+        family.clients.discard(client)
+        loop_thread = family.loop_thread
+    if loop_thread is None or not loop_thread.running:
+        return None  # never started: nothing was opened; or stopping: the family closes it
+    with contextlib.suppress(RuntimeError):
+        return loop_thread.submit(client.aclose())
+    return None
+
+
+class Client(Closing):
     """A synchronous client: the same constructor and methods as :class:`AsyncChatClient`, blocking.
 
     Use it as ``with Client(...) as client:`` or call :meth:`close`. It is safe to share between threads;
-    concurrency is bounded by the connection pool. ``session=`` is not accepted: the session lives on the
-    client's own event loop.
+    concurrency is bounded by the connection pool. ``session=`` is refused (:class:`ConfigurationError`): a
+    session belongs to the event loop it was made on, and the client runs on its own. Ctrl-C during a call
+    cancels the call.
     """
 
-    def __init__(
-        self, endpoint_url: str | None = None, api_key: str | Secret | None = None, **options: Any
-    ) -> None:
-        if options.get("session") is not None:
-            raise ConfigurationError("Client does not take session=: it owns its loop; use AsyncChatClient")
-        self._async = AsyncChatClient(endpoint_url, api_key, **options)
-        self._state: dict[str, Any] = {"client": self._async}
-        self._lock = threading.Lock()
-        self._closed = False
-        self._finalizer = weakref.finalize(self, _shutdown, self._state)
+    _async: AsyncChatClient
+    _family: _Family
+    _closed: bool
+    _finalizer: weakref.finalize[Any, Client]
 
-    def _loop(self) -> _LoopThread:
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("this client is closed; create a new one")
-            loop_thread: _LoopThread | None = self._state.get("loop")
-            if loop_thread is None:
-                loop_thread = self._state["loop"] = _LoopThread()
-            return loop_thread
+    def __init__(
+        self,
+        endpoint_url: str | None = None,
+        api_key: str | Secret | None = None,
+        *,
+        endpoint_type: str | None = None,
+        formatter: str | ContentFormatter | None = None,
+        deployment: str | None = None,
+        timeout: float | Timeout | None = None,
+        max_retries: int | None = None,
+        model_kwargs: Mapping[str, Any] | None = None,
+        credential: Any = None,
+        headers: Mapping[str, str] | None = None,
+        session: aiohttp.ClientSession | None = None,
+        retry: RetryPolicy | None = None,
+        auth_header: str = "bearer",
+        extra_parameters: str | None = None,
+        max_connections: int | None = None,
+        allow_insecure_http: bool = False,
+        max_event_bytes: int = _defaults.MAX_SSE_EVENT_BYTES,
+        credential_scope: str = DEFAULT_SCOPE,
+        rate_limit: RateLimit | None = None,
+        transport: AsyncTransport | None = None,
+    ) -> None:
+        if session is not None:
+            raise ConfigurationError(_NO_SESSION)
+        self._join(AsyncChatClient(**_forward(locals())), _Family(), first=True)
+
+    @classmethod
+    def _driving(cls, async_client: AsyncChatClient) -> Self:
+        """A client with its own loop thread driving ``async_client``, which must not have been used yet
+        (its pool would belong to another loop). The client owns it: :meth:`close` closes it."""
+        client = cls.__new__(cls)
+        client._join(async_client, _Family(), first=True)
+        return client
+
+    def _join(self, async_client: AsyncChatClient, family: _Family, *, first: bool) -> None:
+        self._async = async_client
+        self._family = family
+        self._closed = False
+        with family.lock:
+            family.clients.add(async_client)
+        if first:
+            self._finalizer = weakref.finalize(self, _shutdown, family)
+        else:
+            self._finalizer = weakref.finalize(self, _release, family, async_client)
+
+    def _loop(self) -> LoopThread:
+        if self._closed:
+            raise RuntimeError("this client is closed; create a new one")
+        return self._family.started()
 
     @property
     def async_client(self) -> AsyncChatClient:
         """The :class:`AsyncChatClient` this facade drives (it lives on the facade's own loop)."""
         return self._async
 
-    def chat(self, messages: Iterable[Message | Mapping[str, Any]], **params: Any) -> ChatResponse:
-        """Send a conversation and return the whole answer; see :meth:`AsyncChatClient.chat`."""
+    def with_options(self, **changes: Unpack[ClientOptions]) -> Self:
+        """A sibling client: this one's configuration with ``changes``; see
+        :meth:`AsyncChatClient.with_options`.
+
+        The sibling runs on this client's loop thread and shares its connection pool and rate limiter.
+        Closing the sibling leaves this client open; closing the client you constructed closes all its
+        siblings too.
+
+        Raises:
+            ConfigurationError: for ``session=``, an unknown option or an invalid value.
+            RuntimeError: this client is closed.
+        """
+        if changes.get("session") is not None:
+            raise ConfigurationError(_NO_SESSION)
+        if self._closed or self._family.closed:
+            raise RuntimeError("this client is closed; create a new one")
+        sibling = type(self).__new__(type(self))
+        sibling._join(self._async.with_options(**changes), self._family, first=False)
+        return sibling
+
+    def chat(
+        self,
+        messages: Iterable[Message | Mapping[str, Any]],
+        *,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
+        stop: str | list[str] | None = None,
+        seed: int | None = None,
+        tools: list[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
+        timeout: float | Timeout | None = None,
+        deployment: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        **model_params: Any,
+    ) -> ChatResponse:
+        """Send a conversation and return the whole answer; see :meth:`AsyncChatClient.chat` (same arguments
+        and errors). Blocks until the answer is in; Ctrl-C cancels the call."""
+        arguments = _forward(locals(), "model_params")
+        return self._loop().run(self._async.chat(**arguments))
+
+    def stream(
+        self,
+        messages: Iterable[Message | Mapping[str, Any]],
+        *,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
+        stop: str | list[str] | None = None,
+        seed: int | None = None,
+        tools: list[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
+        timeout: float | Timeout | None = None,
+        deployment: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        **model_params: Any,
+    ) -> ChatStream:
+        """Stream the answer; see :meth:`AsyncChatClient.stream` (same arguments). Use
+        ``with client.stream(...) as stream: for chunk in stream: ...``: a plain iterator of
+        :class:`ChatChunk` that fetches the chunks already arrived in one trip to the loop thread."""
+        arguments = _forward(locals(), "model_params")
         loop_thread = self._loop()
-        return loop_thread.run(self._async.chat(messages, **params))
+        return ChatStream(self._async.stream(**arguments), loop_thread)
 
     @overload
     def chat_many(
@@ -174,7 +280,7 @@ class Client:
         **params: Any,
     ) -> list[ChatResponse] | list[ChatResponse | AzureMLChatError]:
         """Send many conversations, ``concurrency`` at a time, and wait for all of them; one result per
-        conversation, in input order. See :meth:`AsyncChatClient.chat_many`.
+        conversation, in input order. See :meth:`AsyncChatClient.chat_many` (same arguments).
 
         The conversations are read on the client's loop thread as calls start, so a generator must not
         depend on the calling thread. Ctrl-C cancels every call in flight.
@@ -186,119 +292,77 @@ class Client:
             )
         )
 
-    def stream(self, messages: Iterable[Message | Mapping[str, Any]], **params: Any) -> ChatStream:
-        """Stream the answer; see :meth:`AsyncChatClient.stream`. Use ``with client.stream(...) as s:``."""
-        loop_thread = self._loop()
-        return ChatStream(self._async.stream(messages, **params), loop_thread)
+    def chat_as_completed(
+        self,
+        conversations: Iterable[Conversation],
+        *,
+        concurrency: int = _defaults.BATCH_CONCURRENCY,
+        **params: Any,
+    ) -> SyncBatchResults[ChatResponse]:
+        """Send many conversations, ``concurrency`` at a time, and get each result as it finishes; see
+        :meth:`AsyncChatClient.chat_as_completed` (same arguments).
 
-    def complete(self, prompt: str, **params: Any) -> CompletionResponse:
-        """Continue a text prompt and return the whole completion; see :meth:`AsyncChatClient.complete`."""
+        Use it as ``with client.chat_as_completed(conversations) as results: for index, result in results:
+        ...``; ``result`` is the :class:`ChatResponse` or the :class:`AzureMLChatError` of conversation
+        ``index``. Leaving the block early (``break``, an exception, Ctrl-C) cancels the calls still in
+        flight and waits for them. The conversations are read on the client's loop thread as calls start.
+        """
         loop_thread = self._loop()
-        return loop_thread.run(self._async.complete(prompt, **params))
+        results = self._async.chat_as_completed(conversations, concurrency=concurrency, **params)
+        return SyncBatchResults(results, loop_thread)
 
-    def stream_complete(self, prompt: str, **params: Any) -> CompletionStream:
-        """Stream a text completion; see :meth:`AsyncChatClient.stream_complete`. Use
-        ``with client.stream_complete(prompt) as s:``."""
+    def complete(
+        self,
+        prompt: str,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: str | list[str] | None = None,
+        seed: int | None = None,
+        timeout: float | Timeout | None = None,
+        deployment: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        **model_params: Any,
+    ) -> CompletionResponse:
+        """Continue a text prompt and return the whole completion; see :meth:`AsyncChatClient.complete`
+        (same arguments and errors). Ctrl-C cancels the call."""
+        arguments = _forward(locals(), "model_params")
+        return self._loop().run(self._async.complete(**arguments))
+
+    def stream_complete(
+        self,
+        prompt: str,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: str | list[str] | None = None,
+        seed: int | None = None,
+        timeout: float | Timeout | None = None,
+        deployment: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        **model_params: Any,
+    ) -> CompletionStream:
+        """Stream a text completion; see :meth:`AsyncChatClient.stream_complete` (same arguments). Use
+        ``with client.stream_complete(prompt) as stream: for chunk in stream: ...``."""
+        arguments = _forward(locals(), "model_params")
         loop_thread = self._loop()
-        return CompletionStream(self._async.stream_complete(prompt, **params), loop_thread)
+        return CompletionStream(self._async.stream_complete(**arguments), loop_thread)
 
     def to_langchain(self, **kwargs: Any) -> Any:
-        """A LangChain chat model backed by a client with this one's settings; see
+        """A LangChain chat model whose sync calls run on this client; see
         :meth:`AsyncChatClient.to_langchain`."""
         return langchain_module().AzureMLChatModel.from_client(self, **kwargs)
 
     def close(self) -> None:
-        """Close the connection pool and stop the loop thread. Safe to call twice."""
-        with self._lock:
-            self._closed = True
-        self._finalizer()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+        """Close this client. For the client you constructed: close its connection pool and those of its
+        siblings, and stop the loop thread. For a sibling: close only what is its own. Safe to call twice."""
+        self._closed = True
+        call = self._finalizer()
+        loop_thread = self._family.loop_thread
+        if call is not None and loop_thread is not None and loop_thread.thread.ident != threading.get_ident():
+            loop_thread.wait(call)
 
     def __repr__(self) -> str:
         return "Client" + repr(self._async).removeprefix("AsyncChatClient")
-
-
-class _SyncStream(Generic[ChunkT, ResponseT]):
-    """The synchronous view of an async stream: each ``next()`` pulls one chunk from the client's loop."""
-
-    def __init__(self, stream: AsyncStream[ChunkT, ResponseT], loop_thread: _LoopThread) -> None:
-        self._stream = stream
-        self._loop_thread = loop_thread
-        # Chunks fetched in one trip to the loop thread (a hop costs more than parsing a chunk).
-        self._batch: deque[ChunkT] = deque()
-        self._error: BaseException | None = None
-
-    @property
-    def request_id(self) -> str:
-        """The server's ``x-request-id`` once the stream is open, else our client request id."""
-        return self._stream.request_id
-
-    def __iter__(self) -> Iterator[ChunkT]:
-        return self
-
-    def __next__(self) -> ChunkT:
-        if not self._batch:
-            if self._error is not None:
-                error, self._error = self._error, None
-                raise error
-            self._batch.extend(self._loop_thread.run(self._next_chunks()))
-            if not self._batch:
-                raise StopIteration
-        return self._batch.popleft()
-
-    async def _next_chunks(self) -> list[ChunkT]:
-        """The next chunk plus those that need no network wait (at most ``_BATCH``); empty at the end. An
-        error after some chunks is kept for the next call, so no chunk that arrived is lost."""
-        chunks: list[ChunkT] = []
-        try:
-            chunks.append(await self._stream.__anext__())
-            while len(chunks) < _BATCH and self._stream.buffered():
-                chunks.append(await self._stream.__anext__())
-        except StopAsyncIteration:
-            pass
-        except Exception as exc:
-            if not chunks:
-                raise
-            self._error = exc
-        return chunks
-
-    def final_response(self) -> ResponseT:
-        """The aggregated answer, once the stream was read to its end."""
-        return self._stream.final_response()
-
-    def close(self) -> None:
-        """Stop reading and release the connection. Safe to call twice, and after the client closed."""
-        if self._loop_thread.thread.is_alive():
-            self._loop_thread.run(self._stream.aclose())
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        # A stream dropped after `break` without `with`: release its socket on the loop's own thread (asyncio
-        # transports are not thread-safe). The scheduled callback keeps the async stream alive until it runs.
-        stream = self.__dict__.get("_stream")
-        loop_thread = self.__dict__.get("_loop_thread")
-        if stream is not None and loop_thread is not None:
-            loop_thread.call_soon(stream.release_now)
-
-
-class ChatStream(_SyncStream[ChatChunk, ChatResponse]):
-    """The synchronous view of an :class:`AsyncChatStream`. Use ``with client.stream(...) as stream:``."""
-
-
-class CompletionStream(_SyncStream[CompletionChunk, CompletionResponse]):
-    """The synchronous view of an :class:`AsyncCompletionStream`. Use
-    ``with client.stream_complete(prompt) as stream: for chunk in stream: ...``."""

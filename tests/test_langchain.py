@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import json
 import subprocess
 import sys
@@ -43,13 +44,16 @@ from azureml_chat import (
     Client,
     ImagePart,
     InvalidRequestError,
+    RateLimit,
     TextPart,
+    Timeout,
     ToolCall,
     Usage,
     UserMessage,
 )
 from azureml_chat import SystemMessage as AzureSystemMessage
 from azureml_chat import ToolMessage as AzureToolMessage
+from azureml_chat._transport import AiohttpTransport
 from azureml_chat.emulator import Deployment, Emulator, EmulatorThread
 from azureml_chat.langchain import (
     AzureMLChatModel,
@@ -60,6 +64,7 @@ from azureml_chat.langchain import (
 )
 from azureml_chat.langchain._convert import ai_message, to_messages, usage_metadata
 from azureml_chat.langchain._tools import tool_choice_param
+from azureml_chat.testing import MockResponse, MockTransport
 
 pytestmark = pytest.mark.usefixtures("hermetic_env")
 
@@ -692,6 +697,116 @@ def test_from_client_refuses_connection_fields(emu: Emulator) -> None:
     client = AsyncChatClient(emu.chat_url, KEY)
     with pytest.raises(TypeError, match="deployment"):
         AzureMLChatModel.from_client(client, deployment="other")
+
+
+def test_from_client_shows_the_clients_settings(emu: Emulator) -> None:
+    """The model shows the client's connection settings (the key masked) and still takes model_kwargs."""
+    client = AsyncChatClient(emu.chat_url, KEY, max_retries=5, timeout=7, headers={"x-team": "blue"})
+    llm = AzureMLChatModel.from_client(client, model_kwargs={"top_k": 3})
+    assert isinstance(llm.api_key, SecretStr)
+    assert (KEY, 5, Timeout.coerce(7), {"x-team": "blue"}, {"top_k": 3}) == (
+        llm.api_key.get_secret_value(),
+        llm.max_retries,
+        llm.timeout,
+        llm.headers,
+        llm.model_kwargs,
+    )
+
+
+def _clients_used(llm: AzureMLChatModel) -> list[AsyncChatClient]:
+    """The async clients ``llm`` uses in a new event loop and for sync calls, after a call through each."""
+
+    async def in_a_new_loop() -> AsyncChatClient:
+        await llm.ainvoke("async")
+        return await llm._pool.async_client()
+
+    looped = asyncio.run(in_a_new_loop())
+    llm.invoke("sync")
+    return [looped, llm._pool.sync_client().async_client]
+
+
+def test_from_client_siblings_share_its_rate_limiter(emu: Emulator) -> None:
+    """The clients a from_client model builds for another loop and for sync calls share the client's limiter."""
+
+    async def borrow() -> tuple[AsyncChatClient, AzureMLChatModel]:
+        async with AsyncChatClient(emu.chat_url, KEY, rate_limit=RateLimit(max_concurrency=1)) as client:
+            llm: AzureMLChatModel = client.to_langchain()
+            await llm.ainvoke("borrowed")
+        return client, llm
+
+    client, llm = asyncio.run(borrow())
+    try:
+        siblings = _clients_used(llm)
+    finally:
+        llm.close()
+    assert [False, False] == [sibling is client for sibling in siblings]
+    assert [True, True] == [sibling._pipeline.limiter is client._pipeline.limiter for sibling in siblings]
+
+
+async def test_client_rate_limit_holds_across_the_models_loops(emu: Emulator) -> None:
+    """max_concurrency=1 on the client holds across every loop the model runs in: no two calls overlap."""
+    latency = 0.2
+    slow = f"[[fault:latency={latency}]] one at a time"
+    async with AsyncChatClient(emu.chat_url, KEY, rate_limit=RateLimit(max_concurrency=1)) as client:
+        llm: AzureMLChatModel = client.to_langchain()
+        try:
+            await asyncio.gather(
+                llm.ainvoke(slow),  # the client itself, on this loop
+                asyncio.to_thread(llm.invoke, slow),  # the sync client's own loop thread
+                asyncio.to_thread(asyncio.run, llm.ainvoke(slow)),  # a new loop in another thread
+            )
+        finally:
+            await llm.aclose()
+    # Only this test's requests: a slow one an earlier test gave up on may be recorded late.
+    arrivals = sorted(request.time for request in emu.requests if slow in request.text)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    # Each call is admitted only after the previous one was answered, at least `latency` after it arrived.
+    assert [True, True] == [gap >= latency - 0.02 for gap in gaps]
+
+
+def test_model_clients_have_their_own_connection_pools(make_model: Callable[..., AzureMLChatModel]) -> None:
+    """A loop's client and the sync client each get their own aiohttp pool, and share the template's limiter."""
+    llm = make_model()
+    template = llm._pool.template
+    clients = _clients_used(llm)
+    transports = [client._pipeline.transport for client in (template, *clients)]
+    assert isinstance(transports[0], AiohttpTransport)
+    assert 3 == len({id(transport) for transport in transports})
+    assert [True, True] == [client._pipeline.limiter is template._pipeline.limiter for client in clients]
+
+
+def test_a_transport_the_user_passed_is_shared_and_left_open() -> None:
+    """A client's transport= serves every client of a from_client model, and closing the model leaves it open."""
+    answer = {"choices": [{"message": {"role": "assistant", "content": "mocked"}, "finish_reason": "stop"}]}
+    transport = MockTransport(lambda request: MockResponse(200, json=answer))
+    llm = AzureMLChatModel.from_client(AsyncChatClient(PLACEHOLDER_CHAT, KEY, transport=transport))
+    try:
+        clients = _clients_used(llm)
+    finally:
+        llm.close()
+    assert [True, True] == [client._pipeline.transport is transport for client in clients]
+    assert False is transport.closed
+
+
+def test_from_client_siblings_keep_the_clients_environment(
+    emu: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Siblings use what the client read from the AZUREML_* variables, even after those change."""
+    monkeypatch.setenv("AZUREML_ENDPOINT_URL", emu.chat_url)
+    monkeypatch.setenv("AZUREML_ENDPOINT_API_KEY", KEY)
+    monkeypatch.setenv("AZUREML_DEPLOYMENT_NAME", "chat")
+    with Client() as client:
+        llm: AzureMLChatModel = client.to_langchain()
+        monkeypatch.setenv("AZUREML_ENDPOINT_URL", "https://elsewhere.example/v1/chat/completions")
+        monkeypatch.setenv("AZUREML_ENDPOINT_API_KEY", "other-key")
+        monkeypatch.setenv("AZUREML_DEPLOYMENT_NAME", "mistral")
+        try:
+            answer = asyncio.run(llm.ainvoke("pinned?"))
+        finally:
+            llm.close()
+    assert "You said: pinned?" == answer.content
+    sent = [request for request in emu.requests if "pinned?" in request.text]
+    assert ["chat"] == [request.headers["azureml-model-deployment"] for request in sent]
 
 
 # --- identity, tracing, secrets ----------------------------------------------------------------------------

@@ -1,5 +1,9 @@
 """The clients behind one LangChain model: an :class:`AsyncChatClient` per event loop, one sync ``Client``.
 
+Every client the pool builds is a sibling of one template client (the one given to ``from_client``, or one
+the model built from its fields): each has its own connection pool, and all share the template's rate
+limiter, so one ``RateLimit`` is enforced once across every loop the model runs in.
+
 An ``AsyncChatClient`` binds its aiohttp session to the loop it first runs in, and LangChain code meets many
 loops: ``asyncio.run`` per call, a fresh loop per test, Jupyter's, a web server's. So the pool keeps one
 client per loop. Each client it creates is closed when its loop shuts down: a started async generator
@@ -9,7 +13,8 @@ while the loop still runs (asyncio's async-generator finalizer schedules the clo
 that is closed without ``shutdown_asyncgens()`` cannot close anything, so its client's connections leak;
 ``aclose()`` in that loop first avoids it.
 
-Clients passed in by the caller (``from_client``) are used, never closed.
+Clients passed in by the caller (``from_client``) are used, never closed; a template the model built is never
+used for calls, so it opens no connections and needs no closing.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ import concurrent.futures
 import contextlib
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from .._client import AsyncChatClient
+from .._options import ClientOptions
 from .._sync import Client
 
 __all__ = ["ClientPool"]
@@ -55,20 +61,22 @@ class ClientPool:
     """Hands out the right client for the calling context, creating (and later closing) siblings as needed.
 
     Args:
-        options: the ``AsyncChatClient`` constructor arguments siblings are built from.
-        borrowed: a caller's ``AsyncChatClient`` (used on the loop it belongs to) or ``Client`` (used for
-            synchronous calls); the pool never closes it.
+        client: the template every client of the pool is a sibling of (sharing its rate limiter). With
+            ``borrowed``, it is a caller's ``AsyncChatClient`` (also used on the loop it belongs to) or
+            ``Client`` (also used for synchronous calls), and the pool never closes it; without, an
+            ``AsyncChatClient`` the model built, never used for calls.
+        borrowed: whether ``client`` is the caller's.
     """
 
-    def __init__(
-        self, options: Mapping[str, Any], *, borrowed: AsyncChatClient | Client | None = None
-    ) -> None:
-        self._options = dict(options)
+    def __init__(self, client: AsyncChatClient | Client, *, borrowed: bool) -> None:
+        self._client, self._borrowed = client, borrowed
+        self.template = client.async_client if isinstance(client, Client) else client
+        self.options = _sibling_options(self.template)
         self._lock = threading.Lock()
         self._owned: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
-        self._borrowed_async = borrowed if isinstance(borrowed, AsyncChatClient) else None
+        self._borrowed_async = client if borrowed and isinstance(client, AsyncChatClient) else None
         self._borrowed_loop: asyncio.AbstractEventLoop | None = None
-        self._sync: Client | None = borrowed if isinstance(borrowed, Client) else None
+        self._sync: Client | None = client if borrowed and isinstance(client, Client) else None
         self._owns_sync = False
         if self._borrowed_async is not None:
             # A client handed over inside a running loop belongs to that loop; otherwise to the first loop
@@ -86,7 +94,7 @@ class ClientPool:
             owned = self._owned.get(loop)
             if owned is not None:
                 return owned.client
-            client = AsyncChatClient(**self._options)
+            client = self._sibling()
             closer = _close_at_loop_shutdown(client, _forgetter(weakref.ref(self), loop, client))
             self._owned[loop] = _LoopClient(client, closer)
         # The first step registers the generator with the loop (asyncio's firstiter hook); it then waits at
@@ -98,7 +106,7 @@ class ClientPool:
         """The synchronous client (its own loop thread), created on first use."""
         with self._lock:
             if self._sync is None:
-                self._sync = Client(**self._options)
+                self._sync = Client._driving(self._sibling())
                 self._owns_sync = True
             return self._sync
 
@@ -128,6 +136,11 @@ class ClientPool:
             # Client.close() joins its loop thread; keep that wait off this loop.
             await asyncio.to_thread(sync.close)
 
+    def _sibling(self) -> AsyncChatClient:
+        """A new client sharing the template's rate limiter, with its own connection pool (it may run on
+        another loop than the template's)."""
+        return self.template._sibling(self.options.copy(), own_transport=True)
+
     def _forget(self, loop: asyncio.AbstractEventLoop, client: AsyncChatClient) -> None:
         with self._lock:
             owned = self._owned.get(loop)
@@ -148,11 +161,29 @@ class ClientPool:
         return sync
 
     def __deepcopy__(self, memo: dict[int, Any]) -> ClientPool:
-        # A copied model gets its own connections; a borrowed client stays shared (it is the caller's).
-        borrowed = self._borrowed_async or (None if self._owns_sync else self._sync)
-        pool = ClientPool(self._options, borrowed=borrowed)
+        # A copied model gets its own connections; the template (so the rate limiter) and a borrowed client
+        # stay shared (that client is the caller's).
+        pool = ClientPool(self._client, borrowed=self._borrowed)
         pool._borrowed_loop = self._borrowed_loop
         return pool
+
+
+def _sibling_options(template: AsyncChatClient) -> ClientOptions:
+    """``template``'s options for its siblings on other loops: without its ``session`` (a session belongs to
+    one loop), and with what it read from the ``AZUREML_*`` variables pinned, so later changes to the
+    environment cannot set the siblings apart from it."""
+    endpoint = template._endpoint
+    options: ClientOptions = {
+        **template._options,
+        "endpoint_url": endpoint.url,
+        "endpoint_type": endpoint.endpoint_type,
+        "formatter": endpoint.formatter,
+        "deployment": endpoint.deployment,
+        "api_key": endpoint.api_key,
+        "timeout": template._config.timeout,
+    }
+    options.pop("session", None)
+    return options
 
 
 def _close_on(loop: asyncio.AbstractEventLoop, closer: AsyncGenerator[None, None]) -> None:

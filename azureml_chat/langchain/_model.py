@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import urllib.parse
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -10,20 +9,28 @@ from typing import Any, Self
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from .._client import AsyncChatClient
 from .._config import Secret, Timeout
 from .._errors import ConfigurationError
-from .._messages import UserMessage
-from .._responses import ChatResponse
+from .._options import ClientOptions
 from .._retry import RetryPolicy
 from .._sync import Client
 from ..formatters import ContentFormatter, Route
+from ._calls import (
+    call_params,
+    chat_result,
+    check_route_takes,
+    generation_chunk,
+    identifying_params,
+    last_generation_chunk,
+    ls_params,
+)
 from ._clients import ClientPool
-from ._convert import ai_message, delta_chunk, final_chunk, to_messages
+from ._convert import to_messages
 from ._tools import (
     StructuredMethod,
     ToolLike,
@@ -35,31 +42,6 @@ from ._tools import (
 )
 
 __all__ = ["AzureMLChatModel"]
-
-# The fields that configure the connection: AsyncChatClient's constructor arguments (``session`` aside: a
-# session belongs to one event loop, and the model meets many).
-CLIENT_FIELDS = (
-    "endpoint_url",
-    "api_key",
-    "endpoint_type",
-    "formatter",
-    "deployment",
-    "timeout",
-    "max_retries",
-    "credential",
-    "headers",
-    "retry",
-    "auth_header",
-    "extra_parameters",
-    "max_connections",
-    "allow_insecure_http",
-    "max_event_bytes",
-    "credential_scope",
-)
-# The fields sent as default parameters of every call (``stop`` and ``model_kwargs`` are handled apart).
-_CALL_DEFAULTS = ("temperature", "max_tokens", "top_p", "seed")
-# Keywords LangChain itself passes down to ``_generate``/``_stream`` that are not model parameters.
-_NOT_PARAMETERS = ("stream", "ls_structured_output_format", "structured_output_format")
 
 
 class AzureMLChatModel(BaseChatModel):
@@ -77,7 +59,8 @@ class AzureMLChatModel(BaseChatModel):
     Resources: the model opens one connection pool per event loop it runs in, plus one for synchronous calls.
     A loop's pool is closed when that loop shuts down (``asyncio.run``, ``asyncio.Runner``, pytest-asyncio);
     call :meth:`close` (or :meth:`aclose`, or use ``with``/``async with``) when you are done to release the
-    rest now. A client passed to :meth:`from_client` stays yours to close.
+    rest now. A client passed to :meth:`from_client` stays yours to close. All these clients share one rate
+    limiter, so a ``rate_limit`` on the client given to :meth:`from_client` is enforced once across them.
 
     Connection fields (see :class:`~azureml_chat.AsyncChatClient`): ``endpoint_url``, ``api_key`` (held as a
     masked ``SecretStr``), ``endpoint_type``, ``formatter``, ``deployment``, ``timeout``, ``max_retries``,
@@ -149,35 +132,30 @@ class AzureMLChatModel(BaseChatModel):
     @model_validator(mode="after")
     def _connect(self) -> Self:
         # Resolve and check everything now, with the client's own rules; a ConfigurationError is a ValueError,
-        # so it surfaces as a pydantic ValidationError, as LangChain users expect.
-        probe = AsyncChatClient(**self._client_arguments())
-        if not probe.formatter.can_chat(probe.route):
+        # so it surfaces as a pydantic ValidationError, as LangChain users expect. The client built here is
+        # the pool's template: every client the model uses is its sibling.
+        template = AsyncChatClient(**self._client_arguments())
+        endpoint = template._endpoint
+        if not endpoint.formatter.can_chat(endpoint.route):
             raise ConfigurationError(
                 f"endpoint_url must end with a chat route for AzureMLChatModel: formatter "
-                f"{probe.formatter.name!r} completes text on {probe.endpoint_url!r} and cannot chat there "
+                f"{endpoint.formatter.name!r} completes text on {endpoint.url!r} and cannot chat there "
                 "(use AsyncChatClient.complete() for text completion)"
             )
-        config = probe._endpoint
-        self.endpoint_url = probe.endpoint_url
-        self.endpoint_type = probe.endpoint_type
-        self.deployment = probe.deployment
-        self.api_key = None if config.api_key is None else SecretStr(config.api_key.get_secret_value())
-        # Siblings are built from the resolved values, so later changes to the environment cannot split them.
-        resolved = {
-            **self._client_arguments(),
-            "formatter": probe.formatter,
-            "timeout": probe.timeout,
-            "api_key": config.api_key,
-        }
-        self._pool = ClientPool(resolved)
-        self._formatter = probe.formatter
-        self._route = probe.route
+        self.endpoint_url = endpoint.url
+        self.endpoint_type = endpoint.endpoint_type
+        self.deployment = endpoint.deployment
+        self.api_key = None if endpoint.api_key is None else SecretStr(endpoint.api_key.get_secret_value())
+        self._pool = ClientPool(template, borrowed=False)
+        self._formatter = endpoint.formatter
+        self._route = endpoint.route
         return self
 
     @classmethod
     def from_client(cls, client: AsyncChatClient | Client, **fields: Any) -> Self:
         """A model that uses ``client`` (``AsyncChatClient`` for async calls on its event loop, ``Client`` for
-        sync calls) and siblings built from its settings for everything else.
+        sync calls) and siblings of it for everything else; they share its rate limiter, so a ``rate_limit``
+        given to ``client`` holds across all of them.
 
         Args:
             client: the client to use; it stays yours to close.
@@ -186,22 +164,22 @@ class AzureMLChatModel(BaseChatModel):
         Raises:
             TypeError: when ``fields`` holds a connection setting; those come from the client.
         """
-        async_client = client.async_client if isinstance(client, Client) else client
-        if not isinstance(async_client, AsyncChatClient):
+        if not isinstance(client, AsyncChatClient | Client):
             raise TypeError(
                 f"from_client() takes an AsyncChatClient or a Client, got {type(client).__name__}"
             )
-        clashes = sorted(set(fields) & set(CLIENT_FIELDS))
+        clashes = sorted(set(fields) & set(_CONNECTION_FIELDS))
         if clashes:
             raise TypeError(
                 f"from_client(): {', '.join(clashes)} come from the client; build the client with them"
             )
-        options: dict[str, Any] = dict(async_client._options)
-        shown = {name: value for name in CLIENT_FIELDS if (value := options.get(name)) is not None}
+        pool = ClientPool(client, borrowed=True)
+        options: Mapping[str, Any] = pool.options
+        shown = {name: value for name in _CONNECTION_FIELDS if (value := options.get(name)) is not None}
         if isinstance(shown.get("api_key"), Secret):
             shown["api_key"] = SecretStr(shown["api_key"].get_secret_value())
         model = cls(**shown, **fields)
-        model._pool = ClientPool(options, borrowed=client)
+        model._pool = pool
         return model
 
     # --- resources ---------------------------------------------------------------------------------------
@@ -241,35 +219,10 @@ class AzureMLChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        # Used for cache keys and traces: everything that changes the answer, never the key.
-        return {
-            "endpoint_url": self.endpoint_url,
-            "endpoint_type": self.endpoint_type,
-            "formatter": self._formatter.name,
-            "deployment": self.deployment,
-            "model_name": self.model_name,
-            **{name: getattr(self, name) for name in _CALL_DEFAULTS},
-            "stop": self.stop,
-            "model_kwargs": dict(self.model_kwargs),
-        }
+        return identifying_params(self, formatter=self._formatter.name)
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        model = kwargs.get("model")
-        params = LangSmithParams(
-            ls_provider="azureml",
-            ls_model_name=model if isinstance(model, str) else self._model_label(),
-            ls_model_type="chat",
-        )
-        temperature = kwargs.get("temperature", self.temperature)
-        if isinstance(temperature, int | float) and not isinstance(temperature, bool):
-            params["ls_temperature"] = temperature
-        max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
-            params["ls_max_tokens"] = max_tokens
-        stops = stop if stop is not None else kwargs.get("stop", self.stop)
-        if stops:
-            params["ls_stop"] = [stops] if isinstance(stops, str) else list(stops)
-        return params
+        return ls_params(self, stop, kwargs)
 
     def _generate(
         self,
@@ -280,7 +233,7 @@ class AzureMLChatModel(BaseChatModel):
     ) -> ChatResult:
         wire = to_messages(messages)
         response = self._pool.sync_client().chat(wire, **self._call_params(stop, kwargs, stream=False))
-        return self._result(response)
+        return chat_result(response, model_name=self.model_name)
 
     async def _agenerate(
         self,
@@ -292,7 +245,7 @@ class AzureMLChatModel(BaseChatModel):
         wire = to_messages(messages)
         params = self._call_params(stop, kwargs, stream=False)
         client = await self._pool.async_client()
-        return self._result(await client.chat(wire, **params))
+        return chat_result(await client.chat(wire, **params), model_name=self.model_name)
 
     def _stream(
         self,
@@ -305,16 +258,13 @@ class AzureMLChatModel(BaseChatModel):
         params = self._call_params(stop, kwargs, stream=True)
         with self._pool.sync_client().stream(wire, **params) as stream:
             for event in stream:
-                piece = delta_chunk(event)
-                if piece is not None:
-                    chunk = ChatGenerationChunk(message=piece)
+                chunk = generation_chunk(event)
+                if chunk is not None:
                     if run_manager is not None:
                         run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
             final = stream.final_response()
-        last = ChatGenerationChunk(
-            message=final_chunk(final, request_id=stream.request_id, model_name=self.model_name)
-        )
+        last = last_generation_chunk(final, request_id=stream.request_id, model_name=self.model_name)
         if run_manager is not None:
             run_manager.on_llm_new_token("", chunk=last)
         yield last
@@ -331,16 +281,13 @@ class AzureMLChatModel(BaseChatModel):
         client = await self._pool.async_client()
         async with client.stream(wire, **params) as stream:
             async for event in stream:
-                piece = delta_chunk(event)
-                if piece is not None:
-                    chunk = ChatGenerationChunk(message=piece)
+                chunk = generation_chunk(event)
+                if chunk is not None:
                     if run_manager is not None:
                         await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
             final = stream.final_response()
-        last = ChatGenerationChunk(
-            message=final_chunk(final, request_id=stream.request_id, model_name=self.model_name)
-        )
+        last = last_generation_chunk(final, request_id=stream.request_id, model_name=self.model_name)
         if run_manager is not None:
             await run_manager.on_llm_new_token("", chunk=last)
         yield last
@@ -377,7 +324,7 @@ class AzureMLChatModel(BaseChatModel):
             kwargs["tool_choice"] = tool_choice_param(tool_choice, names)
         if parallel_tool_calls is not None:
             kwargs["parallel_tool_calls"] = parallel_tool_calls
-        self._check_route_takes({"tools": definitions})
+        check_route_takes(self._formatter, self._route, {"tools": definitions})
         return self.bind(tools=definitions, **kwargs)
 
     def with_structured_output(
@@ -419,7 +366,7 @@ class AzureMLChatModel(BaseChatModel):
                 if method == "json_schema"
                 else {"type": "json_object"}
             )
-            self._check_route_takes({"response_format": response_format})
+            check_route_takes(self._formatter, self._route, {"response_format": response_format})
             llm = self.bind(response_format=response_format, ls_structured_output_format=traced)
         else:
             raise ValueError(
@@ -430,55 +377,23 @@ class AzureMLChatModel(BaseChatModel):
     # --- internals ---------------------------------------------------------------------------------------
 
     def _client_arguments(self) -> dict[str, Any]:
-        arguments = {name: getattr(self, name) for name in CLIENT_FIELDS}
+        arguments = {name: value for name in _CONNECTION_FIELDS if (value := getattr(self, name)) is not None}
         if self.api_key is not None:
             arguments["api_key"] = self.api_key.get_secret_value()
-        return {name: value for name, value in arguments.items() if value is not None}
+        return arguments
 
     def _call_params(
         self, stop: list[str] | None, kwargs: Mapping[str, Any], *, stream: bool
     ) -> dict[str, Any]:
-        """This call's parameters: ``model_kwargs`` < the call fields < the call's keywords < ``stop``; a
-        fresh dict every call."""
-        params = dict(self.model_kwargs)
-        params.update({name: value for name in _CALL_DEFAULTS if (value := getattr(self, name)) is not None})
-        if self.stop:
-            params["stop"] = list(self.stop)
-        call = {name: value for name, value in kwargs.items() if name not in _NOT_PARAMETERS}
-        stream_usage = call.pop("stream_usage", self.stream_usage)
-        params.update(call)
-        if stop is not None:
-            params["stop"] = stop
-        if not params.get("stop"):
-            params.pop("stop", None)  # [] and None both mean "no stop sequences"
-        if stream and stream_usage and self._route in self._formatter.streaming_routes:
-            params.setdefault("stream_options", {"include_usage": True})
-        return params
+        can_stream_usage = stream and self._route in self._formatter.streaming_routes
+        return call_params(self, stop, kwargs, can_stream_usage=can_stream_usage)
 
-    def _result(self, response: ChatResponse) -> ChatResult:
-        message = ai_message(response, model_name=self.model_name)
-        llm_output: dict[str, Any] = {}
-        if response.usage is not None:
-            usage = response.usage
-            llm_output["token_usage"] = {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.total_tokens,
-            }
-        return ChatResult(generations=[ChatGeneration(message=message)], llm_output=llm_output or None)
 
-    def _check_route_takes(self, params: Mapping[str, Any]) -> None:
-        """Raise now, with the formatter's own message, if the endpoint's route cannot carry ``params``.
-
-        Raises:
-            InvalidRequestError: from the formatter (it knows what its family's schema can carry).
-        """
-        self._formatter.build_request(self._route, [UserMessage("check")], params, stream=False)
-
-    def _model_label(self) -> str:
-        """A name for traces: the model's, else the deployment's, else the endpoint's host."""
-        if self.model_name:
-            return self.model_name
-        if self.deployment:
-            return self.deployment
-        return urllib.parse.urlsplit(self.endpoint_url or "").hostname or "azureml-endpoint"
+# The fields that configure the connection: the model's fields that are client options (``session`` and
+# ``transport`` are not fields: a session belongs to one event loop, and a model meets many). ``model_kwargs``
+# is a call field here: the model merges it into each call's parameters itself.
+_CONNECTION_FIELDS = tuple(
+    name
+    for name in ClientOptions.__annotations__
+    if name in AzureMLChatModel.model_fields and name != "model_kwargs"
+)
