@@ -44,7 +44,7 @@ from ._ratelimit import RateLimit
 from ._responses import ChatChunk, ChatResponse, CompletionChunk, CompletionResponse, ToolCallDelta, Usage
 from ._retry import RetryPolicy
 from ._stream import AsyncChatStream, AsyncCompletionStream
-from ._sync import ChatStream, Client, CompletionStream
+from ._sync import ChatStream, Client, CompletionStream, SyncBatchResults
 from ._version import __version__
 from .formatters import ContentFormatter, Route, available_formatters, get_formatter, register_formatter
 
@@ -85,6 +85,7 @@ __all__ = [
     "Route",
     "Secret",
     "StreamError",
+    "SyncBatchResults",
     "SystemMessage",
     "TextPart",
     "Timeout",

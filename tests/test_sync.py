@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -316,15 +317,17 @@ def test_leaving_chat_as_completed_early_cancels_the_calls(emu: Emulator, leave:
     conversations = [late(30), late(0.0), late(30), late(30)]
     client = Client(emu.chat_url, KEY)
     started = time.monotonic()
-    with contextlib.suppress(RuntimeError, KeyboardInterrupt):  # noqa: SIM117 - the suppress must wrap the with
-        with client.chat_as_completed(conversations, concurrency=4) as results:
-            for index, _ in results:
-                assert 1 == index
-                if leave == "exception":
-                    raise RuntimeError("stop")
-                if leave == "KeyboardInterrupt":
-                    raise KeyboardInterrupt
-                break
+    with (
+        contextlib.suppress(RuntimeError, KeyboardInterrupt),
+        client.chat_as_completed(conversations, concurrency=4) as results,
+    ):
+        for index, _ in results:
+            assert 1 == index
+            if leave == "exception":
+                raise RuntimeError("stop")
+            if leave == "KeyboardInterrupt":
+                raise KeyboardInterrupt
+            break
     elapsed = time.monotonic() - started
     assert 0 == acquired(client)
     assert elapsed < 10
@@ -475,3 +478,44 @@ def test_a_call_from_the_loop_thread_itself_is_refused(emu: Emulator) -> None:
 
     with Client(emu.chat_url, KEY) as client, pytest.raises(RuntimeError, match="own event-loop thread"):
         client._loop().run(on_the_loop())
+
+
+def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    """Whether ``condition()`` becomes true within ``seconds`` (for work finished on the loop thread)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_results_read_to_the_end_close_themselves(emu: Emulator) -> None:
+    """Read to its end without `with`, chat_as_completed leaves no call or connection behind."""
+    with Client(emu.chat_url, KEY) as client:
+        results = client.chat_as_completed([HI] * 5, concurrency=2)
+        assert [0, 1, 2, 3, 4] == sorted(index for index, _ in results)
+        assert [] == list(results)
+        assert 0 == acquired(client)
+
+
+def test_dropped_results_cancel_their_calls(emu: Emulator) -> None:
+    """chat_as_completed results dropped after one item, without `with`, cancel the calls still running."""
+    with Client(emu.chat_url, KEY) as client:
+        results = client.chat_as_completed([late(0.0), late(30), late(30)], concurrency=3)
+        assert 0 == next(results)[0]
+        del results
+        gc.collect()
+        assert eventually(lambda: 0 == acquired(client))
+
+
+def test_a_dropped_sibling_closes_its_own_pool(emu: Emulator) -> None:
+    """A sibling with a pool of its own, dropped without close(), has that pool closed on the loop thread."""
+    with Client(emu.chat_url, KEY) as parent:
+        sibling = parent.with_options(max_connections=2)
+        sibling.chat(HI)
+        transport = sibling.async_client._pipeline.transport
+        del sibling
+        gc.collect()
+        assert eventually(lambda: bool(getattr(transport, "closed", False)))
+        assert ANSWER_OF_HI == parent.chat(HI).content
