@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from . import _defaults
 from ._codec import decode_json, encode_json
@@ -167,14 +167,14 @@ class Pipeline:
 
     async def send(self, call: Call[ResponseT, Any]) -> ResponseT:
         """Send a non-streaming call with retries and return its parsed answer."""
-        attempt = self._send_once if call.endpoint.auth is None else self._send_refreshing
+        attempt = self._once if call.endpoint.auth is None else self._refreshing
         try:
             try:
                 # The happy path is one direct await: retries are set up only after a failure.
                 response = await attempt(call)
             except AzureMLChatError as first:
                 response = await self._retry_after(call, attempt, first)
-            answer = self.read(call, response)
+            answer = self.read(call, cast(Response, response))
         except BaseException as exc:
             call.observer.end(None, exc)
             raise
@@ -214,19 +214,17 @@ class Pipeline:
 
     async def attempt(self, call: Call[Any, Any]) -> Response:
         """One attempt of a non-streaming call (twice when a credential's token was rejected)."""
-        if call.endpoint.auth is None:
-            return await self._send_once(call)
-        return await self._send_refreshing(call)
+        return cast(Response, await self._refreshing(call))
 
     async def open(self, call: Call[Any, Any]) -> StreamResponse:
         """One attempt to open a stream; the admission ticket stays in ``call.ticket`` until released."""
-        return await self._refreshing(call, self._open_once)
+        return cast(StreamResponse, await self._refreshing(call))
 
     # --- one attempt ------------------------------------------------------------------------------------
 
-    async def _refreshing(self, call: Call[Any, Any], once: Callable[[Call[Any, Any]], Awaitable[T]]) -> T:
+    async def _refreshing(self, call: Call[Any, Any]) -> Response | StreamResponse:
         try:
-            return await once(call)
+            return await self._once(call)
         except AuthenticationError:
             auth = call.endpoint.auth
             if auth is None or call.refreshed:
@@ -234,52 +232,39 @@ class Pipeline:
             # The token was rejected (revoked, clock skew): fetch a new one and try once more at once.
             call.refreshed = True
             auth.invalidate()
-            return await once(call)
+            return await self._once(call)
 
-    async def _send_refreshing(self, call: Call[Any, Any]) -> Response:
-        return await self._refreshing(call, self._send_once)
-
-    async def _send_once(self, call: Call[Any, Any]) -> Response:
+    async def _once(self, call: Call[Any, Any]) -> Response | StreamResponse:
+        """Admission, authorization, the transport, the status. The admission ticket is handed back at once,
+        except by an open stream, which keeps it in ``call.ticket`` until the stream is released."""
         endpoint = call.endpoint
         limiter = self.limiter
         call.attempts += 1
         ticket = None if limiter.open else await limiter.admit()
         try:
             headers = call.headers if endpoint.auth is None else await _authorized(call)
-            response = await self.transport.send(
-                Request("POST", endpoint.url, headers, call.body, call.timeout)
-            )
-            if response.status_code >= 300:
-                raise make_status_error(
-                    response.status_code, response.headers, response.content, sent_request_id=call.request_id
-                )
+            request = Request("POST", endpoint.url, headers, call.body, call.timeout)
+            response: Response | StreamResponse
+            if call.stream:
+                response = opened = await self.transport.open(request)
+                if opened.status_code >= 300:
+                    raise await _stream_status_error(opened, call.request_id)
+                call.ticket, ticket = ticket, None
+            else:
+                response = await self.transport.send(request)
+                if response.status_code >= 300:
+                    raise make_status_error(
+                        response.status_code,
+                        response.headers,
+                        response.content,
+                        sent_request_id=call.request_id,
+                    )
         except BaseException as exc:
             self._failed(call, exc)
             raise
         finally:
             if ticket is not None:
                 limiter.finish(ticket)
-        call.observer.attempt(call.attempts, endpoint, None)
-        return response
-
-    async def _open_once(self, call: Call[Any, Any]) -> StreamResponse:
-        endpoint = call.endpoint
-        limiter = self.limiter
-        call.attempts += 1
-        ticket = None if limiter.open else await limiter.admit()
-        try:
-            headers = call.headers if endpoint.auth is None else await _authorized(call)
-            response = await self.transport.open(
-                Request("POST", endpoint.url, headers, call.body, call.timeout)
-            )
-            if response.status_code >= 300:
-                raise await _stream_status_error(response, call.request_id)
-        except BaseException as exc:
-            if ticket is not None:
-                limiter.finish(ticket)
-            self._failed(call, exc)
-            raise
-        call.ticket = ticket
         call.observer.attempt(call.attempts, endpoint, None)
         return response
 
