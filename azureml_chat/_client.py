@@ -115,7 +115,7 @@ class AsyncChatClient(BaseAsyncClient):
             wire_messages(messages),
             merge_params(self._config.model_kwargs, common, model_params),
             stream=False,
-            timeout=self._call_timeout(timeout),
+            timeout=self._config.timeout if timeout is None else self._call_timeout(timeout),
             deployment=deployment,
             extra_headers=extra_headers,
         )
@@ -167,7 +167,7 @@ class AsyncChatClient(BaseAsyncClient):
             wire_messages(messages),
             merge_params(self._config.model_kwargs, common, model_params),
             stream=self._endpoint.streams,
-            timeout=self._call_timeout(timeout),
+            timeout=self._config.timeout if timeout is None else self._call_timeout(timeout),
             deployment=deployment,
             extra_headers=extra_headers,
         )
@@ -304,7 +304,7 @@ class AsyncChatClient(BaseAsyncClient):
             self._checked_prompt(prompt, model_params),
             merge_params(self._config.model_kwargs, common, model_params),
             stream=False,
-            timeout=self._call_timeout(timeout),
+            timeout=self._config.timeout if timeout is None else self._call_timeout(timeout),
             deployment=deployment,
             extra_headers=extra_headers,
         )
@@ -338,7 +338,7 @@ class AsyncChatClient(BaseAsyncClient):
             self._checked_prompt(prompt, model_params),
             merge_params(self._config.model_kwargs, common, model_params),
             stream=self._endpoint.streams,
-            timeout=self._call_timeout(timeout),
+            timeout=self._config.timeout if timeout is None else self._call_timeout(timeout),
             deployment=deployment,
             extra_headers=extra_headers,
         )

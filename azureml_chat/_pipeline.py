@@ -41,6 +41,8 @@ from ._transport import AsyncTransport, Request, Response, StreamResponse
 
 __all__ = ["Call", "Pipeline"]
 
+_new_request = tuple.__new__
+
 ResponseT = TypeVar("ResponseT")
 T = TypeVar("T")
 
@@ -243,7 +245,8 @@ class Pipeline:
         ticket = None if limiter.open else await limiter.admit()
         try:
             headers = call.headers if endpoint.auth is None else await _authorized(call)
-            request = Request("POST", endpoint.url, headers, call.body, call.timeout)
+            # tuple.__new__ builds the named tuple in C (its generated __new__ is a Python call, on every attempt).
+            request = _new_request(Request, ("POST", endpoint.url, headers, call.body, call.timeout))
             response: Response | StreamResponse
             if call.stream:
                 response = opened = await self.transport.open(request)
