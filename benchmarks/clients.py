@@ -8,6 +8,11 @@ the first chunk arrived, and returns the joined text. Each library is imported o
 ``open``, so a worker process loads nothing but its own client.
 
 Library defaults are kept (that is what users get); where a default had to change, the adapter says why.
+
+Raw aiohttp is the physical limit, in two codecs so that ours is always compared like with like: ``aiohttp``
+(stdlib ``json``: the reference of the core install and of the peers) and ``aiohttp_orjson`` (the reference
+of ``azureml_chat`` with the ``fast`` extra, which encodes and decodes with orjson); likewise
+``aiohttp_score`` and ``aiohttp_orjson_score`` on ``/score``. :func:`reference` picks the one to compare with.
 """
 
 from __future__ import annotations
@@ -69,9 +74,10 @@ _HEADERS = {"content-type": "application/json", "authorization": "Bearer bench-k
 
 class RawAiohttp(AsyncAdapter):
     name = "aiohttp"
+    codec = "stdlib"
     describe = (
-        "**reference**: one `aiohttp.ClientSession`, `json.dumps(...).encode()`, `json.loads(await r.read())`, "
-        "SSE read with `async for line in resp.content`"
+        "**reference, stdlib json** (for the core install and the peers): one `aiohttp.ClientSession`, "
+        "`json.dumps(...).encode()`, `json.loads(await r.read())`, SSE read with `async for line in resp.content`"
     )
 
     async def open(self, base_url: str) -> None:
@@ -127,7 +133,8 @@ class RawAiohttpScore(RawAiohttp):
     streams = False
     dialect = "score"
     describe = (
-        "the reference against `/score`: the same session and stdlib json, `input_data` body, reads `output`"
+        "the stdlib-json reference against `/score`: the same session and stdlib json, `input_data` body, "
+        "reads `output`"
     )
 
     async def open(self, base_url: str) -> None:
@@ -140,6 +147,83 @@ class RawAiohttpScore(RawAiohttp):
             if resp.status != 200:
                 raise RuntimeError(f"HTTP {resp.status}")
             answer = json.loads(await resp.read())
+        return str(answer["output"])
+
+
+class RawAiohttpOrjson(RawAiohttp):
+    # The same calls as RawAiohttp with orjson written out in place (no helper in between), so that the codec is
+    # the only difference between the two references.
+    name = "aiohttp_orjson"
+    codec = "orjson"
+    describe = (
+        "**reference, orjson** (for `azureml_chat` with the `fast` extra): the same session, "
+        "`orjson.dumps(...)`, `orjson.loads(await r.read())`, SSE lines as above with `orjson.loads`"
+    )
+
+    async def open(self, base_url: str) -> None:
+        import orjson
+
+        self._orjson = orjson
+        await super().open(base_url)
+
+    async def chat(self) -> str:
+        orjson = self._orjson
+        body = {"model": payloads.MODEL, "messages": payloads.MESSAGES, "max_tokens": payloads.ANSWER_TOKENS}
+        async with self._session.post(self._url, data=orjson.dumps(body), headers=_HEADERS) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"HTTP {resp.status}")
+            answer = orjson.loads(await resp.read())
+        return str(answer["choices"][0]["message"]["content"])
+
+    async def stream(self) -> StreamResult:
+        loads = self._orjson.loads
+        body = {
+            "model": payloads.MODEL,
+            "messages": payloads.MESSAGES,
+            "max_tokens": payloads.STREAM_TOKENS,
+            "stream": True,
+        }
+        pieces: list[str] = []
+        count = 0
+        first = 0.0
+        async with self._session.post(self._url, data=self._orjson.dumps(body), headers=_HEADERS) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"HTTP {resp.status}")
+            async for line in resp.content:
+                if not line.startswith(b"data: "):
+                    continue
+                data = line[6:].rstrip()
+                if data == b"[DONE]":
+                    break
+                chunk = loads(data)
+                if not count:
+                    first = time.perf_counter()
+                count += 1
+                choices = chunk["choices"]
+                if choices:
+                    content = choices[0]["delta"].get("content")
+                    if content:
+                        pieces.append(content)
+        return count, first, "".join(pieces)
+
+
+class RawAiohttpOrjsonScore(RawAiohttpOrjson):
+    name = "aiohttp_orjson_score"
+    streams = False
+    dialect = "score"
+    describe = "the orjson reference against `/score`: `input_data` body, reads `output`"
+
+    async def open(self, base_url: str) -> None:
+        await super().open(base_url)
+        self._url = base_url + "/score"
+
+    async def chat(self) -> str:
+        orjson = self._orjson
+        body = payloads.score_request(payloads.ANSWER_TOKENS)
+        async with self._session.post(self._url, data=orjson.dumps(body), headers=_HEADERS) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"HTTP {resp.status}")
+            answer = orjson.loads(await resp.read())
         return str(answer["output"])
 
 
@@ -375,17 +459,35 @@ ADAPTERS: dict[str, type[AsyncAdapter] | type[SyncAdapter]] = {
     cls.name: cls
     for cls in (
         RawAiohttp,
+        RawAiohttpOrjson,
         OurAsync,
         OurSync,
         OpenAIAsync,
         AzureInference,
         LangChainServerless,
         RawAiohttpScore,
+        RawAiohttpOrjsonScore,
         OurAsyncScore,
         LangChainDedicated,
     )
 }
-REFERENCE = "aiohttp"
+REFERENCE = "aiohttp"  # the stdlib-json limit: the peers' reference, and the core install's
+# Raw aiohttp with each codec, per route: what a client using that codec is compared with.
+REFERENCES = {
+    ("chat", "stdlib"): "aiohttp",
+    ("chat", "orjson"): "aiohttp_orjson",
+    ("score", "stdlib"): "aiohttp_score",
+    ("score", "orjson"): "aiohttp_orjson_score",
+}
+OURS = frozenset({"azureml_chat", "azureml_chat_sync", "azureml_chat_score"})
+
+
+def reference(client: str, codec: str = "stdlib") -> str:
+    """The raw-aiohttp adapter ``client`` is compared with: the same route, and for our own clients the same
+    JSON codec (``codec``: what the measured azureml_chat uses, ``"orjson"`` or ``"stdlib"``). The peers are
+    compared with the stdlib reference."""
+    adapter = ADAPTERS[client]
+    return REFERENCES[(adapter.dialect, codec if client in OURS else "stdlib")]
 
 
 def create(name: str) -> AsyncAdapter | SyncAdapter:

@@ -6,11 +6,16 @@
 3. Measures the endpoint's ceiling with ``wrk`` (``ceiling.py``).
 4. Runs every client ``--reps`` times, each run in a fresh worker process (``worker.py``), the client order
    rotated each rep, after waiting (briefly) for other tenants' load to settle.
-5. Times the imports (``imports.py``) and profiles our client and raw aiohttp at c=64 (``profiling.py``).
+5. Times the imports (``imports.py``) and profiles our client and raw aiohttp with the same codec at c=64
+   (``profiling.py``).
 6. Writes ``results/raw.json`` and ``results/tables.md`` and prints the tables (``report.py``).
 
 azureml_chat is imported from the source tree (``--sdk-path``, default: this repository), so a scratch copy
 with a candidate fix can be measured with ``--sdk-path /tmp/copy``.
+
+Like with like: our clients are compared with raw aiohttp using the same JSON codec as the measured package
+(``aiohttp_orjson`` when it uses orjson, ``aiohttp`` with the stdlib for the core install), on the same route;
+the references a run needs are added to ``--clients`` when missing.
 """
 
 from __future__ import annotations
@@ -211,10 +216,25 @@ def sdk_info(env: dict[str, str]) -> dict[str, str]:
     return {"version": version, "path": path, "codec": codec}
 
 
+def with_references(names: list[str], codec: str, candidate_codec: str | None) -> list[str]:
+    """``names`` plus the raw-aiohttp references its own clients are compared with (same route, same codec)."""
+    import clients
+
+    needed = []
+    for name in names:
+        base, _, tag = name.partition("@")
+        if base in clients.OURS:
+            needed.append(clients.reference(base, candidate_codec if tag and candidate_codec else codec))
+        elif base in clients.ADAPTERS:
+            needed.append(clients.reference(base))
+    return names + [n for n in dict.fromkeys(needed) if n not in names]
+
+
 def main() -> None:
     ensure_venv()
     sys.path.insert(0, HERE)
     import ceiling
+    import clients
     import imports
     import machine
     import profiling
@@ -231,6 +251,8 @@ def main() -> None:
         names += [c + CANDIDATE for c in ("azureml_chat", "azureml_chat_sync") if c in names]
     os.makedirs(args.out, exist_ok=True)
     env = worker_env(args.sdk_path)
+    sdk, candidate = sdk_info(env), sdk_info(candidate_env(args)) if args.candidate else None
+    names = with_references(names, sdk["codec"], candidate["codec"] if candidate else None)
     started = time.monotonic()
     raw: dict[str, Any] = {
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -238,8 +260,8 @@ def main() -> None:
         "reps": args.reps,
         "machine": machine.describe(),
         "versions": versions(),
-        "sdk": sdk_info(env),
-        "candidate": sdk_info(candidate_env(args)) if args.candidate else None,
+        "sdk": sdk,
+        "candidate": candidate,
         "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
         "runs": [],
     }
@@ -268,7 +290,7 @@ def main() -> None:
         if "profile" not in skip:
             raw["profiles"] = {}
             os.makedirs(os.path.join(args.out, "profiles"), exist_ok=True)
-            for client in ("azureml_chat", "aiohttp"):
+            for client in ("azureml_chat", clients.reference("azureml_chat", sdk["codec"])):
                 print(f"profiling {client} at c=64 ...", flush=True)
                 worker_args = [
                     f"--client={client}",

@@ -48,6 +48,8 @@ perf = time.perf_counter
 _IMPORTS = {
     "aiohttp": ("aiohttp",),
     "aiohttp_score": ("aiohttp",),
+    "aiohttp_orjson": ("aiohttp", "orjson"),
+    "aiohttp_orjson_score": ("aiohttp", "orjson"),
     "azureml_chat": ("azureml_chat",),
     "azureml_chat_score": ("azureml_chat",),
     "azureml_chat_sync": ("azureml_chat",),
