@@ -14,6 +14,7 @@
      |        InternalServerError 5xx
      +-- ResponseFormatError (also ValueError)   2xx body that is not JSON or not the formatter's shape
      +-- StreamError                             an error event or a broken connection mid-stream
+     +-- ClientClosedError (also RuntimeError)   a call on a client (or stream) after it was closed
 
 Every error carries what a person needs to act on it (status, request id, a bounded excerpt of the body,
 a hint) and never a secret: request headers are not kept, and bodies come from the server.
@@ -34,6 +35,7 @@ __all__ = [
     "AuthenticationError",
     "AzureMLChatError",
     "BadRequestError",
+    "ClientClosedError",
     "ConfigurationError",
     "InternalServerError",
     "InvalidRequestError",
@@ -61,6 +63,13 @@ class AzureMLChatError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class ClientClosedError(AzureMLChatError, RuntimeError):
+    """The client was used after ``aclose()`` / ``close()`` (or after its ``with`` block ended).
+
+    Also a ``RuntimeError``, which is what using a closed client raised before this class existed.
+    """
 
 
 class ConfigurationError(AzureMLChatError, ValueError):

@@ -6,6 +6,7 @@ Nothing here talks to any address but the loopback interface.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -18,6 +19,10 @@ from aiohttp.test_utils import TestServer
 from multidict import CIMultiDictProxy
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# The aioresponses tests need the test-aioresponses extra (aiohttp < 3.14); the README's test command runs on the
+# newest aiohttp without it, and CI's second job runs them. Not collected is not "skipped": nothing is counted.
+collect_ignore = [] if importlib.util.find_spec("aioresponses") else ["test_client_mocked.py"]
 
 # Variables that would change how a client is configured or routed (a proxy would take requests off loopback).
 _AMBIENT_VARIABLES = (

@@ -1,7 +1,8 @@
 """Request/response unit tests of AsyncChatClient.chat() with aiohttp mocked by aioresponses.
 
-aioresponses 0.7.9 breaks on aiohttp 3.14 (it builds ClientResponse objects itself), so CI deselects this module
-there with ``-m "not aioresponses"``; the loopback tests in ``test_client.py`` cover the same paths on every aiohttp.
+aioresponses 0.7.9 breaks on aiohttp 3.14 (it builds ClientResponse objects itself), so this module runs only where
+the ``test-aioresponses`` extra is installed (CI's second job); the loopback tests in ``test_client.py`` cover the
+same paths on every aiohttp.
 """
 
 from __future__ import annotations

@@ -49,7 +49,6 @@ FAULT_HEADER = "x-emulator-fault"
 # Which request dialect a handler speaks: /score in a non-OpenAI family's shape, chat or text completions.
 Dialect: TypeAlias = Literal["score", "chat", "completions"]
 _CLIENT_REQUEST_ID = "x-ms-client-request-id"
-_EXCHANGE = "azureml_chat.emulator.exchange"
 # Bodies with base64 images run to megabytes; aiohttp's default 1 MiB limit would turn them into 413s.
 _MAX_BODY = 64 * 1024 * 1024
 # The Azure ML front end keeps only these characters of x-ms-client-request-id, and 40 of them (section 1.7).
@@ -69,6 +68,15 @@ class _Exchange:
     stream: bool = False
     fault: Fault | None = None
     recorded: bool = False
+
+
+# Per-request state under a typed key: aiohttp 3.14 warns about plain string keys (web.RequestKey is new there),
+# and test suites that turn warnings into errors would see a 500. Older aiohttp takes the string quietly.
+_EXCHANGE: Any = (
+    web.RequestKey("azureml_chat.emulator.exchange", _Exchange)
+    if hasattr(web, "RequestKey")
+    else "azureml_chat.emulator.exchange"
+)
 
 
 @attrs.frozen(eq=False)
