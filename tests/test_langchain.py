@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 pytest.importorskip("langchain_core", reason="needs the langchain extra")
@@ -651,7 +652,7 @@ async def test_async_context_manager(emu: Emulator) -> None:
 
 
 async def test_from_async_client_uses_it_and_leaves_it_open(emu: Emulator) -> None:
-    """to_langchain() on an AsyncChatClient uses that client, takes call fields, and never closes it."""
+    """to_langchain() on an AsyncChatClient takes its settings and call fields, and never closes it."""
     async with AsyncChatClient(emu.chat_url, KEY, deployment="chat") as client:
         llm = client.to_langchain(temperature=0.3)
         answer = await llm.ainvoke("hi")
@@ -690,6 +691,41 @@ def test_from_sync_client_uses_its_loop_thread(emu: Emulator) -> None:
         llm.close()
         again = client.chat([UserMessage("still open?")])
     assert (before, "You said: hi", "You said: still open?") == (during, answer.content, again.content)
+
+
+def test_unnamed_client_pattern_leaves_nothing_open(emu: Emulator) -> None:
+    """AsyncChatClient(url, key).to_langchain() used in asyncio.run and sync leaves no unclosed session at exit."""
+    code = (
+        "import asyncio, sys\n"
+        "from azureml_chat import AsyncChatClient\n"
+        f"llm = AsyncChatClient({emu.chat_url!r}, {KEY!r}).to_langchain()\n"
+        "print(asyncio.run(llm.ainvoke('one')).content)\n"
+        "print(llm.invoke('two').content)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert ("You said: one\nYou said: two\n", "") == (done.stdout, done.stderr)
+
+
+async def test_from_client_with_a_session_calls_through_it_and_leaves_it_open(emu: Emulator) -> None:
+    """A client on the caller's session serves the model's calls on that session, which stays open."""
+    sent: list[str] = []
+
+    async def on_start(session: Any, context: Any, params: Any) -> None:
+        sent.append(str(params.url))
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_start)
+    async with (
+        aiohttp.ClientSession(trace_configs=[trace]) as session,
+        AsyncChatClient(emu.chat_url, KEY, session=session) as client,
+    ):
+        llm = client.to_langchain()
+        answer = await llm.ainvoke("hi")
+        await llm.aclose()
+        still_open = not session.closed
+    assert ("You said: hi", [emu.chat_url], True) == (answer.content, sent, still_open)
 
 
 def test_from_client_refuses_connection_fields(emu: Emulator) -> None:

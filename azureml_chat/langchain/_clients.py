@@ -13,8 +13,10 @@ while the loop still runs (asyncio's async-generator finalizer schedules the clo
 that is closed without ``shutdown_asyncgens()`` cannot close anything, so its client's connections leak;
 ``aclose()`` in that loop first avoids it.
 
-Clients passed in by the caller (``from_client``) are used, never closed; a template the model built is never
-used for calls, so it opens no connections and needs no closing.
+Clients passed in by the caller (``from_client``) are never closed. A caller's sync ``Client`` is used for sync
+calls (it has its loop thread already); a caller's ``AsyncChatClient`` is a template like one the model built, used
+for calls only when it runs on a ``session=`` of the caller's, so the pool never makes a caller's client open
+connections it would then have to close.
 """
 
 from __future__ import annotations
@@ -74,7 +76,15 @@ class ClientPool:
         self.options = _sibling_options(self.template)
         self._lock = threading.Lock()
         self._owned: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
-        self._borrowed_async = client if borrowed and isinstance(client, AsyncChatClient) else None
+        # A caller's AsyncChatClient is called through only when it runs on the caller's own aiohttp session
+        # (which cannot be handed to siblings on other loops). Otherwise the pool calls through siblings it
+        # owns and closes: the caller's client never opens a connection pool on the model's behalf, so
+        # ``AsyncChatClient(url, key).to_langchain()``, whose client nobody can name and close, leaks nothing.
+        self._borrowed_async = (
+            client
+            if borrowed and isinstance(client, AsyncChatClient) and client._options.get("session") is not None
+            else None
+        )
         self._borrowed_loop: asyncio.AbstractEventLoop | None = None
         self._sync: Client | None = client if borrowed and isinstance(client, Client) else None
         self._owns_sync = False

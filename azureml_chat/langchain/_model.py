@@ -153,12 +153,16 @@ class AzureMLChatModel(BaseChatModel):
 
     @classmethod
     def from_client(cls, client: AsyncChatClient | Client, **fields: Any) -> Self:
-        """A model that uses ``client`` (``AsyncChatClient`` for async calls on its event loop, ``Client`` for
-        sync calls) and siblings of it for everything else; they share its rate limiter, so a ``rate_limit``
-        given to ``client`` holds across all of them.
+        """A model with ``client``'s settings, calling through siblings of it that share its rate limiter, so a
+        ``rate_limit`` given to ``client`` holds across all of them.
+
+        The model closes what it opens and never closes ``client``. A ``Client`` serves the model's sync calls
+        itself (no second loop thread); an ``AsyncChatClient`` serves async calls on its loop itself only when
+        it runs on a ``session=`` of yours. Otherwise the model opens its own pools, so
+        ``AsyncChatClient(url, key).to_langchain()`` leaves nothing open that nobody could close.
 
         Args:
-            client: the client to use; it stays yours to close.
+            client: the client whose settings (and limiter) the model uses; it stays yours to close.
             **fields: call fields and LangChain fields (``temperature``, ``model_kwargs``, ``callbacks`` ...).
 
         Raises:
