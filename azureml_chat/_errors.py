@@ -17,13 +17,19 @@
      +-- ClientClosedError (also RuntimeError)   a call on a client (or stream) after it was closed
 
 Every error carries what a person needs to act on it (status, request id, a bounded excerpt of the body,
-a hint) and never a secret: request headers are not kept, and bodies come from the server.
+a hint) and never a secret: request headers are not kept, and bodies come from the server. An error raised
+after more than one attempt says so at the end of its message: ``(after 3 attempts over 7.0 s)``.
+
+The public classes say ``azureml_chat`` as their module, so a traceback names them as users import them.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
+
+from multidict import CIMultiDict
 
 from . import _defaults
 from ._retry_after import parse_retry_after
@@ -48,6 +54,7 @@ __all__ = [
     "StreamError",
     "UnprocessableEntityError",
     "make_status_error",
+    "note_attempts",
 ]
 
 
@@ -63,6 +70,15 @@ class AzureMLChatError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt without __init__ (whose keyword arguments are not in args), then given back every attribute.
+        # Response headers become a CIMultiDict: aiohttp's read-only proxy cannot be pickled.
+        state = dict(vars(self))
+        headers = state.get("headers")
+        if headers is not None and not isinstance(headers, dict | CIMultiDict):
+            state["headers"] = CIMultiDict(headers)
+        return (_rebuilt, (type(self), self.args, state))
 
 
 class ClientClosedError(AzureMLChatError, RuntimeError):
@@ -225,6 +241,22 @@ _HINTS: dict[int, str] = {
 }
 
 
+def _rebuilt(cls: type[AzureMLChatError], args: tuple[Any, ...], state: dict[str, Any]) -> AzureMLChatError:
+    """An unpickled error: made without ``__init__``, then given its attributes back."""
+    error = cls.__new__(cls, *args)
+    error.__dict__.update(state)
+    return error
+
+
+def note_attempts(error: AzureMLChatError, attempts: int, seconds: float) -> None:
+    """Record on ``error`` the attempts its call made; after more than one, its message says how many and
+    over how long (``.message``, ``args`` and ``str()`` alike)."""
+    error.attempts = attempts
+    if attempts > 1:
+        error.message = f"{error.message} (after {attempts} attempts over {seconds:.1f} s)"
+        error.args = (error.message, *error.args[1:])
+
+
 def excerpt(text: str, limit: int = _defaults.ERROR_BODY_EXCERPT) -> str:
     """Return ``text`` cut to ``limit`` characters, marked when cut."""
     if len(text) <= limit:
@@ -301,3 +333,9 @@ def make_status_error(
         message = f"{message} -- {hint}"
     cls = _STATUS_CLASSES.get(status, InternalServerError if status >= 500 else APIStatusError)
     return cls(message, status_code=status, request_id=request_id, body=body, headers=headers)
+
+
+# Tracebacks show azureml_chat.AuthenticationError, the name users import (pickle finds the classes there too).
+for _name in __all__:
+    if isinstance(_public := globals()[_name], type):
+        _public.__module__ = "azureml_chat"

@@ -23,6 +23,8 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
+from ._errors import AzureMLChatError
+
 __all__ = ["Call", "LoopThread"]
 
 T = TypeVar("T")
@@ -140,7 +142,13 @@ class LoopThread:
         task = call.task
         if task is None or (task.cancelled() and self._stopped):
             raise RuntimeError(_CLOSED_WHILE_RUNNING)
-        return task.result()
+        try:
+            return task.result()
+        except AzureMLChatError as exc:
+            error = exc
+        # The caller's traceback starts at its own call: the async client's frames on the loop thread say
+        # nothing it can act on. Any other exception (a bug) keeps every frame.
+        raise error.with_traceback(None)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Start ``coro`` on the loop and return at once; nothing happens if the loop is stopping."""

@@ -11,12 +11,16 @@
     parse     the formatter reads the 2xx body (with the request id); the answer's tokens are charged
 
 ``chat``, ``complete`` and their streams are the same pipeline with another :class:`Operation`. The
-instrumentation hook hears the call start, every attempt and the call's end.
+instrumentation hook hears the call start, every attempt and the call's end. Every attempt logs one DEBUG line
+on the ``azureml_chat`` logger with its outcome (a status, or the error class); an error raised after more
+than one attempt says how many, over how long, and its traceback starts at the caller's call.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, TypeVar, cast
@@ -26,12 +30,14 @@ from ._codec import decode_json, encode_json
 from ._config import Timeout, check_header_token, check_headers
 from ._endpoint import Endpoint
 from ._errors import (
+    APIStatusError,
     AuthenticationError,
     AzureMLChatError,
     ConfigurationError,
     InvalidRequestError,
     RateLimitError,
     make_status_error,
+    note_attempts,
 )
 from ._instrument import CallObserver, Instrumentation
 from ._operations import ChunkT, Operation
@@ -40,6 +46,8 @@ from ._retry import RetryPolicy
 from ._transport import AsyncTransport, Request, Response, StreamResponse
 
 __all__ = ["Call", "Pipeline"]
+
+logger = logging.getLogger("azureml_chat")
 
 _new_request = tuple.__new__
 
@@ -62,6 +70,7 @@ class Call(Generic[ResponseT, ChunkT]):
         request_id: the ``x-ms-client-request-id`` of every attempt of this call.
         observer: what the instrumentation hears about this call.
         attempts: attempts made so far.
+        started: when the first attempt started (``time.monotonic()``).
         ticket: the admission of an open stream, held until the stream is released.
     """
 
@@ -76,6 +85,7 @@ class Call(Generic[ResponseT, ChunkT]):
         "payload",
         "refreshed",
         "request_id",
+        "started",
         "stream",
         "ticket",
         "timeout",
@@ -105,6 +115,7 @@ class Call(Generic[ResponseT, ChunkT]):
         self.request_id = request_id
         self.observer = observer
         self.attempts = 0
+        self.started = 0.0
         self.refreshed = False  # a rejected token was refreshed once already
         self.ticket: Ticket | None = None
 
@@ -171,11 +182,14 @@ class Pipeline:
         """Send a non-streaming call with retries and return its parsed answer."""
         attempt = self._once if call.endpoint.auth is None else self._refreshing
         try:
+            # The happy path is one direct await: retries are set up only after a failure.
             try:
-                # The happy path is one direct await: retries are set up only after a failure.
                 response = await attempt(call)
+                failure = None
             except AzureMLChatError as first:
-                response = await self._retry_after(call, attempt, first)
+                failure = first
+            if failure is not None:  # retried outside the except block: no failure is chained to the last
+                response = await self._retry_after(call, attempt, failure)
             answer = self.read(call, cast(Response, response))
         except BaseException as exc:
             call.observer.end(None, exc)
@@ -203,7 +217,8 @@ class Pipeline:
         try:
             return await attempt(call)
         except AzureMLChatError as first:
-            return await self._retry_after(call, attempt, first)
+            failure = first
+        return await self._retry_after(call, attempt, failure)
 
     async def _retry_after(
         self, call: Call[Any, Any], attempt: Callable[[Call[Any, Any]], Awaitable[T]], first: AzureMLChatError
@@ -211,8 +226,11 @@ class Pipeline:
         try:
             return await self.retry.call_after(first, lambda: attempt(call), describe=self._describe)
         except AzureMLChatError as exc:
-            exc.attempts = call.attempts
-            raise
+            failure = exc
+        note_attempts(failure, call.attempts, time.monotonic() - call.started)
+        # The caller's traceback starts here: the frames of the retry loop (tenacity's, our attempts') say
+        # nothing a caller can act on, and the error's message and cause say what happened.
+        raise failure.with_traceback(None)
 
     async def attempt(self, call: Call[Any, Any]) -> Response:
         """One attempt of a non-streaming call (twice when a credential's token was rejected)."""
@@ -231,16 +249,20 @@ class Pipeline:
             auth = call.endpoint.auth
             if auth is None or call.refreshed:
                 raise
-            # The token was rejected (revoked, clock skew): fetch a new one and try once more at once.
-            call.refreshed = True
-            auth.invalidate()
-            return await self._once(call)
+        # The token was rejected (revoked, clock skew): fetch a new one and try once more at once (outside the
+        # except block, so that what this attempt raises is not chained to the 401).
+        call.refreshed = True
+        auth.invalidate()
+        return await self._once(call)
 
     async def _once(self, call: Call[Any, Any]) -> Response | StreamResponse:
         """Admission, authorization, the transport, the status. The admission ticket is handed back at once,
         except by an open stream, which keeps it in ``call.ticket`` until the stream is released."""
         endpoint = call.endpoint
         limiter = self.limiter
+        started = time.monotonic()
+        if not call.attempts:
+            call.started = started
         call.attempts += 1
         ticket = None if limiter.open else await limiter.admit()
         try:
@@ -263,17 +285,24 @@ class Pipeline:
                         sent_request_id=call.request_id,
                     )
         except BaseException as exc:
-            self._failed(call, exc)
+            self._failed(call, exc, started)
             raise
         finally:
             if ticket is not None:
                 limiter.finish(ticket)
+        if logger.isEnabledFor(logging.DEBUG):
+            _log_attempt(call, str(response.status_code), started, response.headers.get("x-request-id"))
         call.observer.attempt(call.attempts, endpoint, None)
         return response
 
-    def _failed(self, call: Call[Any, Any], error: BaseException) -> None:
+    def _failed(self, call: Call[Any, Any], error: BaseException, started: float) -> None:
         if isinstance(error, RateLimitError):
             self.limiter.throttled(error.retry_after)
+        if logger.isEnabledFor(logging.DEBUG):
+            if isinstance(error, APIStatusError):
+                _log_attempt(call, str(error.status_code), started, error.request_id)
+            else:
+                _log_attempt(call, type(error).__name__, started, None)
         call.observer.attempt(call.attempts, call.endpoint, error)
 
     def release(self, call: Call[Any, Any], usage_tokens: int | None) -> None:
@@ -283,6 +312,19 @@ class Pipeline:
             self.limiter.finish(ticket)
         if usage_tokens is not None:
             self.limiter.charge(usage_tokens)
+
+
+def _log_attempt(call: Call[Any, Any], outcome: str, started: float, request_id: str | None) -> None:
+    # The one DEBUG line per attempt (README "Logging and secrets"): never a header or a body, so never a
+    # key or a token; the URL without its query.
+    logger.debug(
+        "POST %s -> %s in %.1f ms (attempt %d, request id %s)",
+        call.endpoint.name,
+        outcome,
+        (time.monotonic() - started) * 1000,
+        call.attempts,
+        request_id or call.request_id,
+    )
 
 
 async def _authorized(call: Call[Any, Any]) -> dict[str, str]:

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
 from ._codec import decode_json, loads
-from ._errors import APIConnectionError, StreamError, error_message
+from ._errors import APIConnectionError, APITimeoutError, AzureMLChatError, StreamError, error_message
 from ._operations import Accumulator, ChunkT
 from ._pipeline import Call, Pipeline
 from ._responses import ChatChunk, ChatResponse, CompletionChunk, CompletionResponse
@@ -186,7 +186,14 @@ class AsyncStream(Generic[ChunkT, ResponseT]):
         except APIConnectionError as exc:
             if before_first_chunk:
                 raise
-            raise StreamError(f"the connection broke mid-stream: {exc}") from exc
+            if isinstance(exc, APITimeoutError):
+                chunks = f"{self._handed_out} chunk" + ("" if self._handed_out == 1 else "s")
+                message = f"the stream stopped after {chunks}: {exc}"
+            else:
+                message = f"the connection broke mid-stream: {exc}"
+            # Chained to what the transport's error was (the OSError, aiohttp's error), not to the transport's
+            # error itself, whose message this one repeats.
+            raise StreamError(message) from exc.__cause__
         if not piece:
             self._decoder.close()
             if before_first_chunk:
@@ -225,6 +232,9 @@ class AsyncStream(Generic[ChunkT, ResponseT]):
                 response.release()
         if call is None:
             return
+        if isinstance(error, AzureMLChatError):
+            # A failure after the stream opened still counts the attempts it took to open it.
+            error.attempts = call.attempts
         usage = self._accumulator.usage
         self._pipeline.release(call, usage.total_tokens if usage is not None and call.stream else None)
         finished = self._finished and not self._ready and not self._events and error is None

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import threading
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -37,9 +35,6 @@ __all__ = [
     "StreamResponse",
     "client_timeout",
 ]
-
-logger = logging.getLogger("azureml_chat")
-
 
 # Request and Response are named tuples: immutable values built once per attempt, at C speed.
 
@@ -169,7 +164,13 @@ class AiohttpTransport:
     def session(self) -> aiohttp.ClientSession:
         """The session, created on first use inside the running loop (aiohttp binds it to that loop)."""
         if self._closed:
-            raise RuntimeError("this client is closed; create a new one")
+            # Imported here only until the module's `from ._errors import` line names it.
+            from ._errors import ClientClosedError
+
+            raise ClientClosedError(
+                "this client's connection pool is closed (the client, or the one it is a sibling of, was "
+                "closed); create a new client, and close it only when you are done with it"
+            )
         bound = self._loop
         if (
             self._session is not None
@@ -228,8 +229,6 @@ class AiohttpTransport:
         Redirects are not followed: a scoring endpoint has no legitimate one, and following it could carry
         the key (aiohttp strips ``Authorization`` across origins, not ``api-key``) to another host.
         """
-        debug = logger.isEnabledFor(logging.DEBUG)
-        started = time.perf_counter() if debug else 0.0
         timeout = request.timeout
         url, proxy = self._target(request.url)
         try:
@@ -244,16 +243,7 @@ class AiohttpTransport:
                 status = response.status
                 body = await (response.read() if status < 300 else _read_error_body(response))
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise translate(exc, request.url, timeout, stream=False) from exc
-        if debug:
-            logger.debug(
-                "POST %s -> %d in %.1f ms (%d bytes, request id %s)",
-                request.url.split("?", 1)[0],
-                status,
-                (time.perf_counter() - started) * 1000,
-                len(body),
-                response.headers.get("x-request-id"),
-            )
+            raise translate(exc, request.url, timeout, stream=False) from cause(exc)
         return Response(status, response.headers, body)
 
     async def open(self, request: Request) -> StreamResponse:
@@ -270,7 +260,7 @@ class AiohttpTransport:
                 allow_redirects=False,
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise translate(exc, request.url, timeout, stream=True) from exc
+            raise translate(exc, request.url, timeout, stream=True) from cause(exc)
         return _AiohttpStream(response, request.url, timeout)
 
 
@@ -288,7 +278,7 @@ class _AiohttpStream:
         try:
             return await self._response.content.readany()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise translate(exc, self._url, self._timeout, stream=True) from exc
+            raise translate(exc, self._url, self._timeout, stream=True, reading=True) from cause(exc)
 
     def release(self) -> None:
         self._response.release()
@@ -308,28 +298,47 @@ async def _read_error_body(response: aiohttp.ClientResponse) -> bytes:
     return bytes(body)
 
 
-def translate(exc: BaseException, url: str, timeout: Timeout, *, stream: bool) -> APIConnectionError:
+def translate(
+    exc: BaseException, url: str, timeout: Timeout, *, stream: bool, reading: bool = False
+) -> APIConnectionError:
     """aiohttp's and asyncio's failures as :class:`APIConnectionError` / :class:`APITimeoutError`, in one
-    wording whether they happened while connecting, waiting for the answer or reading a stream."""
+    wording whether they happened while connecting, waiting for the answer or (``reading``) reading a stream.
+    A timeout names itself and its value. Raise it ``from cause(exc)``."""
     host = URL(url).host
+    doing = "while reading the stream from" if reading else "waiting for an answer from"
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return APITimeoutError(
+            f"the connect timeout of {timeout.connect} s ran out connecting to {host}", url=url
+        )
     if isinstance(exc, aiohttp.ServerTimeoutError):
-        which = "connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "read"
-        limit = timeout.connect if which == "connect" else timeout.read
-        return APITimeoutError(f"{which} timeout after {limit} s talking to {host}", url=url)
+        return APITimeoutError(f"the read timeout of {timeout.read} s ran out {doing} {host}", url=url)
     if isinstance(exc, TimeoutError):
-        # For a non-streaming call the bound is min(read, total) (see client_timeout); name the one that hit.
-        which, limit = ("total", timeout.total)
+        # For a non-streaming call the bound is min(read, total) (see client_timeout): name the one that ran out.
         if (
             not stream
             and timeout.read is not None
             and (timeout.total is None or timeout.read < timeout.total)
         ):
-            which, limit = ("read", timeout.read)
-        return APITimeoutError(f"{which} timeout after {limit} s talking to {host}", url=url)
+            return APITimeoutError(f"the read timeout of {timeout.read} s ran out {doing} {host}", url=url)
+        return APITimeoutError(
+            f"the total timeout of {timeout.total} s per attempt ran out {doing} {host}", url=url
+        )
     if isinstance(exc, aiohttp.ClientConnectorError):
         hint = " (is the endpoint URL still a placeholder?)" if "<" in (host or "") else ""
         return APIConnectionError(f"cannot connect to {host}:{URL(url).port}: {exc.os_error}{hint}", url=url)
-    return APIConnectionError(f"connection to {host} failed: {type(exc).__name__}: {exc}", url=url)
+    reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return APIConnectionError(f"connection to {host} failed: {reason}", url=url)
+
+
+def cause(exc: BaseException) -> BaseException | None:
+    """What a translated failure is chained to: the ``OSError`` of a refused or unresolvable connection, else
+    aiohttp's own error; nothing for a timeout (asyncio's ``TimeoutError`` and ``CancelledError`` say no more
+    than the message does)."""
+    if isinstance(exc, TimeoutError):  # aiohttp's timeouts are TimeoutErrors too
+        return None
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return exc.os_error
+    return exc
 
 
 def _proxy_from_environment(url: str) -> str | None:
