@@ -7,9 +7,11 @@ Enable it in a ``conftest.py``::
 Fixtures:
 
 ``azureml_emulator``
-    (async; needs pytest-asyncio) a running :class:`~azureml_chat.emulator.Emulator` on 127.0.0.1 and a ready
-    :class:`~azureml_chat.AsyncChatClient` for its chat-completions route::
+    (async; needs pytest-asyncio, in its default strict mode or ``asyncio_mode = "auto"``) a running
+    :class:`~azureml_chat.emulator.Emulator` on 127.0.0.1 and a ready :class:`~azureml_chat.AsyncChatClient`
+    for its chat-completions route. In strict mode the test is marked ``@pytest.mark.asyncio``::
 
+        @pytest.mark.asyncio
         async def test_answer(azureml_emulator):
             response = await azureml_emulator.client.chat([UserMessage("hi")])
             assert "hi" in response.content

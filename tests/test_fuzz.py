@@ -78,7 +78,7 @@ near_tool_calls = st.fixed_dictionaries(
     }
 )
 
-# The default run keeps CI short; FUZZ_EXAMPLES=5000 (docs/reliability.md) runs the long version.
+# The default run keeps CI short; FUZZ_EXAMPLES=2000 (docs/reliability.md) runs the long version.
 FUZZ = settings(
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")),
     deadline=None,
