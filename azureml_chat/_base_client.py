@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Self, Unpack
+from typing import Any, NoReturn, Self, Unpack
 
 import aiohttp
 
@@ -18,7 +18,7 @@ from . import _defaults
 from ._auth import DEFAULT_SCOPE
 from ._config import ClientConfig, Secret, Timeout, build_config
 from ._endpoint import Endpoint, build_endpoint
-from ._errors import ConfigurationError, InvalidRequestError
+from ._errors import ClientClosedError, ConfigurationError, InvalidRequestError
 from ._instrument import NO_INSTRUMENTATION
 from ._options import ClientOptions
 from ._pipeline import Pipeline
@@ -219,13 +219,26 @@ class BaseAsyncClient:
 
     async def __aenter__(self) -> Self:
         if self.closed:
-            raise RuntimeError("this client is closed; create a new one")
+            raise ClientClosedError()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+    def __enter__(self) -> NoReturn:
+        # A plain `with` on an async client is a slip worth naming; without these two, Python says only that
+        # the object "does not support the context manager protocol".
+        raise TypeError(
+            f"{type(self).__name__} is async: use 'async with {type(self).__name__}(...) as client:', "
+            "or the sync Client with a plain 'with Client(...) as client:'"
+        )
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:  # pragma: no cover - never reached: __enter__ always raises
+        return None
 
     def __repr__(self) -> str:
         endpoint = self._endpoint
@@ -236,6 +249,17 @@ class BaseAsyncClient:
         )
 
     # --- internals ------------------------------------------------------------------------------------
+
+    def _open_pipeline(self) -> Pipeline:
+        """The pipeline, for a call about to be prepared.
+
+        Raises:
+            ClientClosedError: this client was closed (a sibling of a closed client finds its pool closed
+                when it sends, in the transport).
+        """
+        if self._closed:
+            raise ClientClosedError()
+        return self._pipeline
 
     def _sibling(self, options: ClientOptions, *, own_transport: bool) -> Self:
         """A client built from ``options`` that shares this one's limiter, and its transport unless

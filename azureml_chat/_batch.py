@@ -24,12 +24,17 @@ from typing import Any, Generic, Literal, Protocol, Self, TypeVar, overload
 from . import _defaults
 from ._errors import AzureMLChatError, InvalidRequestError
 from ._messages import Message
+from ._params import check_names
 from ._responses import ChatResponse
+from ._serialization import CONVERSATION, describe_type, is_conversation
 
 __all__ = ["BatchResults", "Conversation", "chat_as_completed", "chat_many"]
 
 R = TypeVar("R")
-Conversation = Sequence[Message | Mapping[str, Any]]
+# One conversation: a string (one user message) or a list of messages.
+Conversation = str | Sequence[Message | Mapping[str, Any]]
+# The keywords of a batch itself, beside those of chat(): what a misspelt batch keyword is measured against.
+_BATCH_KEYWORDS = ("concurrency", "return_exceptions")
 
 
 class Chats(Protocol):
@@ -156,18 +161,23 @@ def check_concurrency(concurrency: int) -> int:
 
 
 def _check_conversations(conversations: object) -> None:
-    if isinstance(conversations, (str, bytes, Mapping)) or not isinstance(conversations, Iterable):
+    if isinstance(conversations, str):
         raise InvalidRequestError(
-            "conversations must be an iterable of conversations (lists of messages), "
-            f"got {type(conversations).__name__}"
+            "conversations must be an iterable of conversations, got one str: to send one prompt, call "
+            "chat(prompt); to send many, pass a list of them, e.g. chat_many(['q1', 'q2'])"
+        )
+    if isinstance(conversations, (bytes, Mapping)) or not isinstance(conversations, Iterable):
+        raise InvalidRequestError(
+            f"conversations must be an iterable of conversations (each {CONVERSATION}), "
+            f"got {describe_type(conversations)}"
         )
 
 
 async def _chat_one(client: Chats, conversation: Any, params: Mapping[str, Any]) -> ChatResponse:
-    if isinstance(conversation, (str, bytes, Mapping)) or not isinstance(conversation, Iterable):
+    if not is_conversation(conversation):
         # The usual slip: one conversation passed where a list of conversations is expected.
         raise InvalidRequestError(
-            f"each conversation must be a list of messages, got {type(conversation).__name__} "
+            f"each conversation must be {CONVERSATION}, got {describe_type(conversation)} "
             "(to send a single conversation, use chat())"
         )
     return await client.chat(conversation, **params)
@@ -184,8 +194,8 @@ def chat_as_completed(
 
     Args:
         client: the client that sends every call.
-        conversations: an iterable of conversations (each a list of messages or OpenAI-shaped dicts),
-            pulled lazily: a generator is read only as fast as calls start.
+        conversations: an iterable of conversations (each a string, which is one user message, or a list of
+            messages or OpenAI-shaped dicts), pulled lazily: a generator is read only as fast as calls start.
         concurrency: how many calls run at once.
         **params: :meth:`AsyncChatClient.chat` arguments, the same for every conversation.
 
@@ -193,9 +203,11 @@ def chat_as_completed(
         A :class:`BatchResults` of ``(index, ChatResponse | AzureMLChatError)``, in completion order.
 
     Raises:
-        InvalidRequestError: ``concurrency`` or ``conversations`` is unusable (raised at once, nothing sent).
+        InvalidRequestError: ``concurrency`` or ``conversations`` is unusable, or a keyword looks misspelt
+            (raised at once, nothing sent).
     """
     _check_conversations(conversations)
+    check_names(params, _BATCH_KEYWORDS)
     calls = (functools.partial(_chat_one, client, conversation, params) for conversation in conversations)
     return BatchResults(calls, concurrency=concurrency)
 
@@ -239,8 +251,8 @@ async def chat_many(
 
     Args:
         client: the client that sends every call.
-        conversations: an iterable of conversations (each a list of messages or OpenAI-shaped dicts),
-            pulled lazily.
+        conversations: an iterable of conversations (each a string, which is one user message, or a list of
+            messages or OpenAI-shaped dicts), pulled lazily.
         concurrency: how many calls run at once.
         return_exceptions: ``True``: a failed conversation's :class:`AzureMLChatError` (after its retries)
             takes its place in the list. ``False``: the first error raises, and the calls still in flight
@@ -248,7 +260,8 @@ async def chat_many(
         **params: :meth:`AsyncChatClient.chat` arguments, the same for every conversation.
 
     Raises:
-        InvalidRequestError: ``concurrency`` or ``conversations`` is unusable (raised at once, nothing sent).
+        InvalidRequestError: ``concurrency`` or ``conversations`` is unusable, or a keyword looks misspelt
+            (raised at once, nothing sent).
         AzureMLChatError: with ``return_exceptions=False``, the first error of any conversation.
     """
     results: list[Any] = []

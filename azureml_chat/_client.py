@@ -42,9 +42,16 @@ class AsyncChatClient(BaseAsyncClient):
         timeout: seconds per attempt, or a :class:`Timeout`. Default: ``AZUREML_TIMEOUT``, else ``Timeout()``.
         max_retries: retries after the first attempt (default 2).
         model_kwargs: default model parameters, merged under each call's parameters (copied, never mutated).
-        credential: an Entra ID credential instead of a key: an azure-identity (Async)TokenCredential, or a
-            callable (sync or async) returning a token string or an object with ``token``/``expires_on``.
-            Tokens are cached until shortly before expiry; a 401 refreshes the token and retries once.
+        credential: an Entra ID credential instead of a key (passing both is a :class:`ConfigurationError`;
+            a key from ``AZUREML_ENDPOINT_API_KEY`` is ignored when a credential is given). Either an
+            azure-identity ``AsyncTokenCredential`` (``await credential.get_token(scope)``) or
+            ``TokenCredential`` (``credential.get_token(scope)``, run in a worker thread), or a callable: called
+            with the scope (``credential_scope``, one string) when it takes a positional argument
+            (``def cred(scope)``, ``def cred(*scopes)``, a bound ``get_token``), else with no arguments; an
+            ``async def`` callable is awaited, a plain one runs in a worker thread (an awaitable it returns is
+            awaited). It returns a token string (reused until a 401) or an object with ``token`` and
+            ``expires_on`` (epoch seconds), such as azure-identity's ``AccessToken`` (reused until five
+            minutes before expiry). A 401 drops the token, fetches a new one and retries once.
         headers: extra headers for every request.
         session: an ``aiohttp.ClientSession`` you own; the client then never closes it.
         retry: a full :class:`RetryPolicy` (backoff, caps); ``max_retries`` overrides its count.
@@ -63,7 +70,7 @@ class AsyncChatClient(BaseAsyncClient):
 
     async def chat(
         self,
-        messages: Iterable[Message | Mapping[str, Any]],
+        messages: str | Iterable[Message | Mapping[str, Any]],
         *,
         temperature: float | None = None,
         top_p: float | None = None,
@@ -83,16 +90,22 @@ class AsyncChatClient(BaseAsyncClient):
         """Send a conversation and return the whole answer.
 
         Args:
-            messages: message objects, or dicts in the OpenAI shape (``{"role": "user", "content": "hi"}``).
+            messages: a list of message objects or of dicts in the OpenAI shape
+                (``{"role": "user", "content": "hi"}``), or a bare string, which is one user message
+                (``await client.chat("Hi!")``).
             temperature, top_p, max_tokens, stop, seed, tools, tool_choice, response_format, presence_penalty,
                 frequency_penalty: the common model parameters (the formatter renames them as its family needs).
             timeout: this call's timeout (seconds or :class:`Timeout`); default: the client's.
             deployment: this call's deployment; default: the client's. Never sticks to later calls.
             extra_headers: headers for this call only.
-            **model_params: any other model parameter, passed through as is.
+            **model_params: any other model parameter, passed through as is, unless its name is within a
+                typo's reach of one of this method's keywords (``max_token``, ``temprature``): that raises
+                :class:`InvalidRequestError` ("did you mean max_tokens?"). A parameter meant for the model as
+                spelled goes in the client's ``model_kwargs=``, which is not checked by name.
 
         Raises:
-            InvalidRequestError: bad messages or parameters (nothing was sent).
+            InvalidRequestError: bad messages or parameters, or a misspelt keyword (nothing was sent).
+            ClientClosedError: the client was closed.
             APIStatusError: the endpoint answered non-2xx (after retries, for the retryable ones).
             APIConnectionError: the endpoint could not be reached (after retries).
             ResponseFormatError: a 2xx body that is not the formatter's shape.
@@ -109,7 +122,7 @@ class AsyncChatClient(BaseAsyncClient):
             presence_penalty,
             frequency_penalty,
         )
-        pipeline = self._pipeline
+        pipeline = self._open_pipeline()
         call = pipeline.prepare(
             CHAT,
             wire_messages(messages),
@@ -123,7 +136,7 @@ class AsyncChatClient(BaseAsyncClient):
 
     def stream(
         self,
-        messages: Iterable[Message | Mapping[str, Any]],
+        messages: str | Iterable[Message | Mapping[str, Any]],
         *,
         temperature: float | None = None,
         top_p: float | None = None,
@@ -161,7 +174,7 @@ class AsyncChatClient(BaseAsyncClient):
             presence_penalty,
             frequency_penalty,
         )
-        pipeline = self._pipeline
+        pipeline = self._open_pipeline()
         call = pipeline.prepare(
             CHAT,
             wire_messages(messages),
@@ -214,7 +227,8 @@ class AsyncChatClient(BaseAsyncClient):
         ordinary :meth:`chat` call (retries, timeouts) with the same ``params``.
 
         Args:
-            conversations: an iterable of conversations, each a list of messages or OpenAI-shaped dicts.
+            conversations: an iterable of conversations, each a list of messages or OpenAI-shaped dicts, or a
+                bare string (one user message): ``chat_many(["q1", "q2"])``.
             concurrency: how many calls run at once (default 8). Keep it at or below ``max_connections``
                 and what the deployment accepts (a dedicated endpoint answers 429 above
                 2 x max_concurrent_requests_per_instance x instances in flight).
@@ -228,11 +242,15 @@ class AsyncChatClient(BaseAsyncClient):
             conversation, in input order.
 
         Raises:
-            InvalidRequestError: ``concurrency`` or ``conversations`` is unusable (nothing was sent).
+            InvalidRequestError: ``concurrency`` or ``conversations`` is unusable (a bare string is one
+                prompt: call :meth:`chat`), or a keyword looks misspelt (nothing was sent). A conversation
+                that is not one (a single dict or message, ``None``) is that item's error.
+            ClientClosedError: the client was closed.
             AzureMLChatError: with ``return_exceptions=False``, the first error of any conversation.
 
         Cancelling the call cancels every call in flight and waits for them; nothing is left running.
         """
+        self._open_pipeline()  # a closed client refuses the batch at once, not item by item
         return await _batch.chat_many(
             self, conversations, concurrency=concurrency, return_exceptions=return_exceptions, **params
         )
@@ -253,13 +271,17 @@ class AsyncChatClient(BaseAsyncClient):
         input's length: the input is pulled as calls start, and finished results wait for you.
 
         Args:
-            conversations: an iterable of conversations, each a list of messages or OpenAI-shaped dicts.
+            conversations: an iterable of conversations, each a list of messages or OpenAI-shaped dicts, or a
+                bare string (one user message).
             concurrency: how many calls run at once (default 8).
             **params: :meth:`chat` arguments, the same for every conversation.
 
         Raises:
-            InvalidRequestError: ``concurrency`` or ``conversations`` is unusable (nothing was sent).
+            InvalidRequestError: ``concurrency`` or ``conversations`` is unusable, or a keyword looks
+                misspelt (nothing was sent).
+            ClientClosedError: the client was closed.
         """
+        self._open_pipeline()  # a closed client refuses the batch at once, not item by item
         return _batch.chat_as_completed(self, conversations, concurrency=concurrency, **params)
 
     async def complete(
@@ -288,17 +310,19 @@ class AsyncChatClient(BaseAsyncClient):
             timeout: this call's timeout (seconds or :class:`Timeout`); default: the client's.
             deployment: this call's deployment; default: the client's. Never sticks to later calls.
             extra_headers: headers for this call only.
-            **model_params: any other model parameter, passed through as is.
+            **model_params: any other model parameter, passed through as is; a name within a typo's reach of
+                a keyword is refused, as in :meth:`chat`.
 
         Raises:
             InvalidRequestError: the family cannot complete text on this route (a chat family, or ``openai``
                 on a chat URL), or a bad prompt or parameter (nothing was sent).
+            ClientClosedError: the client was closed.
             APIStatusError: the endpoint answered non-2xx (after retries, for the retryable ones).
             APIConnectionError: the endpoint could not be reached (after retries).
             ResponseFormatError: a 2xx body that is not the formatter's shape.
         """
         common = given(temperature, top_p, max_tokens, stop, seed)
-        pipeline = self._pipeline
+        pipeline = self._open_pipeline()
         call = pipeline.prepare(
             TEXT_COMPLETION,
             self._checked_prompt(prompt, model_params),
@@ -332,7 +356,7 @@ class AsyncChatClient(BaseAsyncClient):
         follow :meth:`stream`'s rule. ``/score`` cannot stream, so there the whole completion is one chunk.
         """
         common = given(temperature, top_p, max_tokens, stop, seed)
-        pipeline = self._pipeline
+        pipeline = self._open_pipeline()
         call = pipeline.prepare(
             TEXT_COMPLETION,
             self._checked_prompt(prompt, model_params),

@@ -80,7 +80,8 @@ class Endpoint:
 
     @property
     def name(self) -> str:
-        """A readable name for logs and errors: the URL without its query."""
+        """A readable name for logs and errors: the URL without its query (a URL never holds credentials:
+        :func:`resolve_url` refuses them)."""
         return self.url.split("?", 1)[0]
 
 
@@ -105,6 +106,12 @@ def resolve_url(url: str, endpoint_type: str | None) -> tuple[str, Route, Endpoi
         raise ConfigurationError(f"pass endpoint_url= or set {ENV_URL} (the endpoint's scoring URL)")
     kind = _endpoint_type(endpoint_type)
     parts = urllib.parse.urlsplit(url.strip())
+    if "@" in parts.netloc:
+        # Checked first, and the URL never quoted: every other message here repeats it, password and all.
+        raise ConfigurationError(
+            "endpoint_url holds credentials (user:password@host): Azure ML endpoints take a key or a token. "
+            "Remove them from the URL and pass api_key= or credential= (or headers= for a gateway of your own)"
+        )
     if parts.scheme.lower() not in ("http", "https"):
         raise ConfigurationError(
             f"endpoint_url must start with https:// (or http:// for a local server), got {url!r}"
@@ -117,7 +124,11 @@ def resolve_url(url: str, endpoint_type: str | None) -> tuple[str, Route, Endpoi
         route = Route.SCORE
         if kind == "serverless":
             raise ConfigurationError(
-                f"serverless endpoints have no /score route; use their chat completions URL ({url!r})"
+                f"{url!r} is a /score URL, which only dedicated endpoints have, but endpoint_type is "
+                "'serverless'. For a serverless endpoint, use its chat completions URL: "
+                "https://<deployment>.<region>.models.ai.azure.com/v1/chat/completions (or .../chat/completions, "
+                ".../models/chat/completions). For this /score URL, pass endpoint_type='dedicated' "
+                f"(or leave endpoint_type and {ENV_TYPE} unset)"
             )
     elif path.endswith("/chat/completions"):
         route = Route.CHAT_COMPLETIONS
@@ -162,12 +173,18 @@ def build_endpoint(
     """
     clean, route, kind, host = resolve_url(url or env.get(ENV_URL, ""), endpoint_type or env.get(ENV_TYPE))
 
-    key = api_key if api_key is not None else env.get(ENV_KEY) or None
+    # A credential given explicitly wins over a key from the environment; an explicit key never falls back.
+    key = api_key if api_key is not None or credential is not None else env.get(ENV_KEY) or None
     secret = key if isinstance(key, Secret) or key is None else Secret(key)
     if secret is not None and not isinstance(secret.get_secret_value(), str):
         raise ConfigurationError("api_key must be a string")
     if secret is not None and not secret.get_secret_value().strip():
         secret = None
+    if secret is not None and credential is not None:
+        raise ConfigurationError(
+            "pass api_key= or credential=, not both: a key and an Entra ID credential are two ways to authorize "
+            "(with with_options(), set the one you are replacing to None)"
+        )
     if secret is None and credential is None:
         raise ConfigurationError(f"no key: pass api_key= or set {ENV_KEY} (or pass credential= for Entra ID)")
     if clean.startswith("http://") and not is_loopback(host) and not allow_insecure_http:

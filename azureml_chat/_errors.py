@@ -87,6 +87,15 @@ class ClientClosedError(AzureMLChatError, RuntimeError):
     Also a ``RuntimeError``, which is what using a closed client raised before this class existed.
     """
 
+    def __init__(
+        self,
+        message: str = (
+            "this client is closed (close()/aclose() was called, or its with block ended); create a new "
+            "client, and close it only when you are done with it"
+        ),
+    ) -> None:
+        super().__init__(message)
+
 
 class ConfigurationError(AzureMLChatError, ValueError):
     """The client cannot be built or used as configured (URL, key, formatter, route)."""

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
-from ._errors import AzureMLChatError
+from ._errors import AzureMLChatError, ClientClosedError
 
 __all__ = ["Call", "LoopThread"]
 
@@ -35,7 +35,6 @@ _POLL_SECONDS = 0.2
 # How long stop() gives the client's close, and then the cancelled tasks, before giving up on each.
 _JOIN_SECONDS = 5.0
 
-_CLOSED = "this client is closed; create a new one"
 _CLOSED_WHILE_RUNNING = "the client was closed while this call was running"
 
 
@@ -100,7 +99,8 @@ class LoopThread:
         """Run ``coro`` on the loop and wait for it; Ctrl-C (or any interruption) cancels it.
 
         Raises:
-            RuntimeError: called from the loop thread itself, or the loop thread is stopped or stops meanwhile.
+            RuntimeError: called from the loop thread itself.
+            ClientClosedError: the loop thread is stopped or stops meanwhile (the client was closed).
         """
         if threading.get_ident() == self._ident:
             coro.close()
@@ -113,7 +113,7 @@ class LoopThread:
         """Queue ``coro`` to start on the loop, without waiting (never blocks).
 
         Raises:
-            RuntimeError: the loop thread is stopped or stopping (``coro`` is then closed, never started).
+            ClientClosedError: the loop thread is stopped or stopping (``coro`` is then closed, never started).
         """
         call = Call(coro)
         self._queue.append(call)
@@ -125,7 +125,7 @@ class LoopThread:
             try:
                 self.loop.call_soon_threadsafe(self._start_queued)
             except RuntimeError:  # the loop closed in between; its last pass closed this call
-                raise RuntimeError(_CLOSED) from None
+                raise ClientClosedError() from None
         return call
 
     def wait(self, call: Call[T]) -> T:
@@ -133,7 +133,7 @@ class LoopThread:
         try:
             while not call.done.acquire(timeout=_POLL_SECONDS):
                 if not self.thread.is_alive():
-                    raise RuntimeError(_CLOSED_WHILE_RUNNING)
+                    raise ClientClosedError(_CLOSED_WHILE_RUNNING)
         except BaseException:
             call.abandoned = True
             with contextlib.suppress(RuntimeError):  # the loop is closed: stop() cancelled or dropped it
@@ -141,7 +141,7 @@ class LoopThread:
             raise
         task = call.task
         if task is None or (task.cancelled() and self._stopped):
-            raise RuntimeError(_CLOSED_WHILE_RUNNING)
+            raise ClientClosedError(_CLOSED_WHILE_RUNNING)
         try:
             return task.result()
         except AzureMLChatError as exc:
@@ -226,4 +226,4 @@ class LoopThread:
             else:
                 # The loop's last pass closes it, or its start() does, seeing it abandoned.
                 call.abandoned = True
-        raise RuntimeError(_CLOSED)
+        raise ClientClosedError()

@@ -1,14 +1,21 @@
-"""Call parameters: checked and merged into a fresh dict per call (``model_kwargs`` is never mutated)."""
+"""Call parameters: checked and merged into a fresh dict per call (``model_kwargs`` is never mutated).
+
+A call's own keywords are checked by name too: a keyword that is not a name the client knows but lies within
+a typo's reach of a call keyword (``max_token``, ``temprature``, ``maxTokens``) is refused before anything is
+sent (:func:`check_names`). ``model_kwargs`` is the explicit route for a parameter meant for the model as
+spelled, and is never checked by name.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._errors import InvalidRequestError
 
-__all__ = ["check_completion_params", "given", "merge_params"]
+__all__ = ["check_completion_params", "check_names", "given", "merge_params"]
 
 # Parameters the client sets itself; a caller passing them would break the call's contract.
 _RESERVED = {
@@ -87,8 +94,11 @@ def merge_params(
     names onto one (``max_tokens`` and ``max_new_tokens`` on ``/score``) keeps the later one.
 
     Raises:
-        InvalidRequestError: for a parameter of the wrong type, or one the client owns.
+        InvalidRequestError: for a parameter of the wrong type, one the client owns, or an ``extra`` keyword
+            that looks like a misspelt call keyword (:func:`check_names`; ``model_kwargs`` is not checked).
     """
+    if extra:
+        check_names(extra)
     if not model_kwargs:
         # Named keywords and **extra can never share a name, so this keeps "the last layer last" too.
         params = {**common, **extra}
@@ -193,3 +203,102 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "tool_choice": _check_tool_choice,
     "response_format": _check_response_format,
 }
+
+
+# --- misspelt keywords --------------------------------------------------------------------------------------
+
+# The keywords chat() and stream() take by name (complete() takes a subset): the names a typo is measured from.
+CALL_KEYWORDS = (*_CHECKS, "timeout", "deployment", "extra_headers")
+
+# Model parameters the client knows by name (OpenAI, vLLM, Hugging Face, Mistral): always passed through, never
+# taken for a typo. Listed are the real ones within a typo's reach of a call keyword (top_k, top_a, top_n from
+# top_p; min_tokens from max_tokens) and the usual neighbours of the common ones; tests/test_params.py holds a
+# wider table of real parameter names that must pass.
+MODEL_PARAMETERS = frozenset(
+    {
+        "best_of",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_new_tokens",
+        "min_p",
+        "min_tokens",
+        "n",
+        "repetition_penalty",
+        "safe_prompt",
+        "top_a",
+        "top_k",
+        "top_logprobs",
+        "top_n",
+        "user",
+    }
+)
+_KNOWN = frozenset(CALL_KEYWORDS) | MODEL_PARAMETERS
+# The order suggestions are tried in: of two known names as near, the first wins, and a call keyword is the
+# likelier meaning.
+_SUGGESTIONS = (*CALL_KEYWORDS, *sorted(MODEL_PARAMETERS))
+
+
+def check_names(params: Iterable[str], keywords: tuple[str, ...] = ()) -> None:
+    """Refuse a name that looks like a misspelt call keyword (or one of ``keywords``, a batch's own).
+
+    The rule: a name the client knows (:data:`CALL_KEYWORDS`, ``keywords``, :data:`MODEL_PARAMETERS`) passes.
+    Any other name is compared with each call keyword after lower-casing and dropping underscores (so
+    ``maxTokens`` is ``max_tokens``), by edit distance (insertions, deletions, substitutions and swaps of two
+    neighbours, one edit each); within reach of one (1 edit for a keyword of fewer than 8 letters, 2 for a
+    longer one), it is refused with the nearest known name as the suggestion. Everything else is a model
+    parameter, passed through as given.
+
+    Raises:
+        InvalidRequestError: "did you mean ...?", and how to send the name as spelled (``model_kwargs=``).
+    """
+    for name in params:
+        if name in _KNOWN or name in keywords:
+            continue
+        suggestion = _near_miss(name, keywords)
+        if suggestion is not None:
+            raise InvalidRequestError(
+                f"unknown keyword {name!r}: did you mean {suggestion}? Nothing was sent. To send {name!r} to the "
+                "model as spelled, put it in model_kwargs=, which is not checked: "
+                f"AsyncChatClient(..., model_kwargs={{{name!r}: ...}}) or client.with_options(model_kwargs=...)"
+            )
+
+
+@functools.lru_cache(maxsize=512)
+def _near_miss(name: str, keywords: tuple[str, ...]) -> str | None:
+    """The known name nearest ``name`` when ``name`` is within reach of a call keyword, else ``None``."""
+    folded = _fold(name)
+    if not any(
+        _distance(folded, _fold(keyword)) <= _reach(keyword) for keyword in (*CALL_KEYWORDS, *keywords)
+    ):
+        return None
+    return min((*keywords, *_SUGGESTIONS), key=lambda known: _distance(folded, _fold(known)))
+
+
+def _fold(name: str) -> str:
+    return name.lower().replace("_", "")
+
+
+def _reach(keyword: str) -> int:
+    """How many edits away from ``keyword`` a name is still taken for a typo of it."""
+    return 1 if len(_fold(keyword)) < 8 else 2
+
+
+def _distance(a: str, b: str) -> int:
+    """Edits (insert, delete, substitute, swap two neighbours) that turn ``a`` into ``b``: the optimal string
+    alignment distance."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i]
+        for j, char_b in enumerate(b, 1):
+            cost = min(
+                previous[j] + 1,
+                current[j - 1] + 1,
+                previous[j - 1] + (char_a != char_b),
+            )
+            if i > 1 and j > 1 and char_a == b[j - 2] and a[i - 2] == char_b:
+                cost = min(cost, previous2[j - 2] + 1)
+            current.append(cost)
+        previous2, previous = previous, current
+    return previous[-1]

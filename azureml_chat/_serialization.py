@@ -29,7 +29,10 @@ from ._messages import (
 from ._responses import Usage
 
 __all__ = [
+    "CONVERSATION",
     "converter",
+    "describe_type",
+    "is_conversation",
     "message_to_wire",
     "messages_from_input",
     "messages_to_wire",
@@ -168,16 +171,36 @@ def messages_to_wire(messages: Sequence[Message]) -> list[dict[str, Any]]:
     return [message_to_wire(message) for message in messages]
 
 
-def messages_from_input(messages: Iterable[Message | Mapping[str, Any]]) -> tuple[Message, ...]:
-    """Validate and convert what a caller passed as ``messages``.
+# What a conversation is, in the words every "not a conversation" error uses.
+CONVERSATION = "a string (one user message) or a list of messages"
+_EXAMPLES = "e.g. 'Hi!', [UserMessage('Hi!')] or [{'role': 'user', 'content': 'Hi!'}]"
+
+
+def is_conversation(value: object) -> bool:
+    """Whether ``value`` has the shape of a conversation: a string (one user message), or an iterable of messages,
+    which a single dict, a single message object, ``None`` and bytes are not."""
+    return isinstance(value, str) or (
+        isinstance(value, Iterable) and not isinstance(value, (bytes, bytearray, memoryview, Mapping))
+    )
+
+
+def describe_type(value: object) -> str:
+    """How an error names what it got instead: ``None`` or the type's name."""
+    return "None" if value is None else type(value).__name__
+
+
+def messages_from_input(messages: str | Iterable[Message | Mapping[str, Any]]) -> tuple[Message, ...]:
+    """Validate and convert what a caller passed as ``messages``; a bare string is one user message.
 
     Raises:
-        InvalidRequestError: naming the index and the field of the first bad message.
+        InvalidRequestError: for what is not a conversation (:func:`is_conversation`), or naming the index and
+            the field of the first bad message.
     """
-    kind = type(messages)
-    if kind is not list and kind is not tuple and isinstance(messages, (str, bytes, Mapping)):
+    if isinstance(messages, str):
+        return (UserMessage(messages),)
+    if not is_conversation(messages):
         raise InvalidRequestError(
-            "messages must be a list of messages, e.g. [UserMessage('hi')] or [{'role': 'user', 'content': 'hi'}]"
+            f"messages must be {CONVERSATION}, got {describe_type(messages)}: {_EXAMPLES}"
         )
     result: list[Message] = []
     for index, item in enumerate(messages):
@@ -192,7 +215,7 @@ def messages_from_input(messages: Iterable[Message | Mapping[str, Any]]) -> tupl
         else:
             raise InvalidRequestError(
                 f"messages[{index}] must be a message object or a dict with 'role' and 'content', "
-                f"got {type(item).__name__}"
+                f"got {describe_type(item)}"
             )
         _check_message(message, index)
         result.append(message)
@@ -228,10 +251,10 @@ def plain_messages(messages: object) -> list[dict[str, str]] | None:
     return messages
 
 
-def wire_messages(messages: Iterable[Message | Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The messages in the OpenAI wire shape, checked. Plain ``{"role", "content"}`` dicts already are: the
-    caller's list is used as is (formatters never change it), with no message objects built in between
-    (docs/performance.md)."""
+def wire_messages(messages: str | Iterable[Message | Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The messages in the OpenAI wire shape, checked (a bare string is one user message). Plain
+    ``{"role", "content"}`` dicts already are: the caller's list is used as is (formatters never change it),
+    with no message objects built in between (docs/performance.md)."""
     plain = plain_messages(messages)
     if plain is not None:
         return plain

@@ -22,7 +22,7 @@ from ._auth import DEFAULT_SCOPE
 from ._batch import Conversation
 from ._client import AsyncChatClient, langchain_module
 from ._config import Secret, Timeout
-from ._errors import AzureMLChatError, ConfigurationError
+from ._errors import AzureMLChatError, ClientClosedError, ConfigurationError
 from ._loop_thread import Call, LoopThread
 from ._messages import Message
 from ._options import ClientOptions
@@ -65,7 +65,7 @@ class _Family:
             return loop_thread
         with self.lock:
             if self.closed:
-                raise RuntimeError("this client is closed; create a new one")
+                raise ClientClosedError()
             if self.loop_thread is None:
                 self.loop_thread = LoopThread()
             return self.loop_thread
@@ -166,7 +166,7 @@ class Client(Closing):
 
     def _loop(self) -> LoopThread:
         if self._closed:
-            raise RuntimeError("this client is closed; create a new one")
+            raise ClientClosedError()
         return self._family.started()
 
     @property
@@ -184,19 +184,19 @@ class Client(Closing):
 
         Raises:
             ConfigurationError: for ``session=``, an unknown option or an invalid value.
-            RuntimeError: this client is closed.
+            ClientClosedError: this client is closed.
         """
         if changes.get("session") is not None:
             raise ConfigurationError(_NO_SESSION)
         if self._closed or self._family.closed:
-            raise RuntimeError("this client is closed; create a new one")
+            raise ClientClosedError()
         sibling = type(self).__new__(type(self))
         sibling._join(self._async.with_options(**changes), self._family, first=False)
         return sibling
 
     def chat(
         self,
-        messages: Iterable[Message | Mapping[str, Any]],
+        messages: str | Iterable[Message | Mapping[str, Any]],
         *,
         temperature: float | None = None,
         top_p: float | None = None,
@@ -220,7 +220,7 @@ class Client(Closing):
 
     def stream(
         self,
-        messages: Iterable[Message | Mapping[str, Any]],
+        messages: str | Iterable[Message | Mapping[str, Any]],
         *,
         temperature: float | None = None,
         top_p: float | None = None,

@@ -25,7 +25,7 @@ from yarl import URL
 from . import _defaults
 from ._codec import loads
 from ._config import Timeout
-from ._errors import APIConnectionError, APITimeoutError
+from ._errors import APIConnectionError, APITimeoutError, ClientClosedError
 
 __all__ = [
     "AiohttpTransport",
@@ -164,9 +164,6 @@ class AiohttpTransport:
     def session(self) -> aiohttp.ClientSession:
         """The session, created on first use inside the running loop (aiohttp binds it to that loop)."""
         if self._closed:
-            # Imported here only until the module's `from ._errors import` line names it.
-            from ._errors import ClientClosedError
-
             raise ClientClosedError(
                 "this client's connection pool is closed (the client, or the one it is a sibling of, was "
                 "closed); create a new client, and close it only when you are done with it"

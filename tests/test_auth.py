@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import attrs
@@ -13,8 +15,10 @@ import pytest
 from aiohttp import web
 from loopback import completion, serve
 
-from azureml_chat import AsyncChatClient, AuthenticationError, ConfigurationError, UserMessage
+from azureml_chat import AsyncChatClient, AuthenticationError, ConfigurationError, Secret, UserMessage
 from azureml_chat._auth import DEFAULT_SCOPE, TokenProvider
+from azureml_chat._transport import Request
+from azureml_chat.testing import MockResponse, MockTransport
 
 HI = [UserMessage("hi")]
 
@@ -196,3 +200,158 @@ async def test_credential_against_the_emulator() -> None:
         assert "hi" in "".join(chunks)
         assert [200, 200] == [record.status for record in emu.requests]
     assert 1 == credential.calls
+
+
+# --- what credential= accepts, and a key beside it (issue 14 item 7) -----------------------------------------------
+
+SCOPE = "api://my-endpoint/.default"
+CHAT_URL = "https://x.eastus2.models.ai.azure.com/v1/chat/completions"
+
+
+class Recorder:
+    """Stands for every credential shape; records the arguments it was called with."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def get_token(self, *scopes: str) -> AccessToken:
+        self.calls.append(scopes)
+        return AccessToken("tok", int(time.time() + 3600))
+
+    async def aget_token(self, *scopes: str) -> AccessToken:
+        self.calls.append(scopes)
+        return AccessToken("tok", int(time.time() + 3600))
+
+    def scoped(self, scope: str) -> str:
+        self.calls.append((scope,))
+        return "tok"
+
+    async def ascoped(self, scope: str) -> str:
+        self.calls.append((scope,))
+        return "tok"
+
+    def bare(self) -> str:
+        self.calls.append(())
+        return "tok"
+
+    async def abare(self) -> str:
+        self.calls.append(())
+        return "tok"
+
+    def awaitable(self) -> Any:
+        self.calls.append(())
+        return asyncio.sleep(0, "tok")
+
+
+class SyncTokenCredential:
+    """azure-identity's TokenCredential shape: an object with a sync get_token(*scopes)."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.get_token = recorder.get_token
+
+
+class AsyncTokenCredential:
+    """azure-identity's AsyncTokenCredential shape: an object with an async get_token(*scopes)."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.get_token = recorder.aget_token
+
+
+class CallableWithScope:
+    """A callable object taking the scope: ``__call__(self, scope)``."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def __call__(self, scope: str) -> str:
+        return self.recorder.scoped(scope)
+
+
+# (id, the credential made from a recorder, the arguments it must be called with)
+SHAPES: list[tuple[str, Callable[[Recorder], Any], tuple[str, ...]]] = [
+    ("token-credential", SyncTokenCredential, (SCOPE,)),
+    ("async-token-credential", AsyncTokenCredential, (SCOPE,)),
+    ("bound-get-token", lambda r: r.get_token, (SCOPE,)),
+    ("bound-async-get-token", lambda r: r.aget_token, (SCOPE,)),
+    ("def-cred-scope", lambda r: r.scoped, (SCOPE,)),
+    ("async-def-cred-scope", lambda r: r.ascoped, (SCOPE,)),
+    ("callable-object-scope", CallableWithScope, (SCOPE,)),
+    ("lambda-scope", lambda r: lambda scope: r.scoped(scope), (SCOPE,)),
+    ("def-cred", lambda r: r.bare, ()),
+    ("async-def-cred", lambda r: r.abare, ()),
+    ("returns-awaitable", lambda r: r.awaitable, ()),
+]
+
+
+@pytest.mark.parametrize(("make", "arguments"), [row[1:] for row in SHAPES], ids=[row[0] for row in SHAPES])
+async def test_each_credential_shape_authorizes_the_request(
+    make: Callable[[Recorder], Any], arguments: tuple[str, ...]
+) -> None:
+    """Every accepted shape is called with the scope when it takes one (else with nothing) and its token sent."""
+    sent: list[str | None] = []
+
+    def handler(request: Request) -> MockResponse:
+        sent.append(request.headers.get("authorization"))
+        return MockResponse(200, json=completion())
+
+    recorder = Recorder()
+    transport = MockTransport(handler)
+    async with AsyncChatClient(
+        CHAT_URL, credential=make(recorder), credential_scope=SCOPE, transport=transport
+    ) as client:
+        await client.chat(HI)
+    assert (["Bearer tok"], [arguments]) == (sent, recorder.calls)
+
+
+@pytest.mark.parametrize("key", ["key", Secret("key")], ids=["str", "secret"])
+def test_a_key_and_a_credential_together_are_refused(key: Any) -> None:
+    """api_key= and credential= together are a ConfigurationError saying to pass one, not a silent key."""
+    with pytest.raises(ConfigurationError, match="pass api_key= or credential=, not both"):
+        AsyncChatClient(CHAT_URL, key, credential=lambda: "tok")
+
+
+async def test_with_options_switches_from_a_key_to_a_credential_only_explicitly() -> None:
+    """A sibling given a credential while its parent has a key is refused, unless the key is set to None."""
+    sent: list[str | None] = []
+
+    def handler(request: Request) -> MockResponse:
+        sent.append(request.headers.get("authorization"))
+        return MockResponse(200, json=completion())
+
+    async with AsyncChatClient(CHAT_URL, "key", transport=MockTransport(handler)) as client:
+        with pytest.raises(ConfigurationError, match="set the one you are replacing to None"):
+            client.with_options(credential=lambda: "tok")
+        await client.with_options(api_key=None, credential=lambda: "tok").chat(HI)
+    assert ["Bearer tok"] == sent
+
+
+async def test_an_explicit_credential_wins_over_a_key_from_the_environment(
+    hermetic_env: pytest.MonkeyPatch,
+) -> None:
+    """With AZUREML_ENDPOINT_API_KEY set and credential= passed, the credential's token is sent, and no key."""
+    hermetic_env.setenv("AZUREML_ENDPOINT_API_KEY", "env-key")
+    seen: list[tuple[str | None, str | None]] = []
+
+    def handler(request: Request) -> MockResponse:
+        seen.append((request.headers.get("authorization"), request.headers.get("api-key")))
+        return MockResponse(200, json=completion())
+
+    async with AsyncChatClient(
+        CHAT_URL, credential=lambda: "tok", auth_header="both", transport=MockTransport(handler)
+    ) as client:
+        await client.chat(HI)
+    assert [("Bearer tok", None)] == seen
+
+
+async def test_a_callable_without_a_readable_signature_is_called_with_nothing() -> None:
+    """A callable whose parameters cannot be read (a partial of a builtin) is called with no arguments."""
+    sent: list[str | None] = []
+
+    def handler(request: Request) -> MockResponse:
+        sent.append(request.headers.get("authorization"))
+        return MockResponse(200, json=completion())
+
+    credential = functools.partial(next, itertools.repeat("tok"))
+    async with AsyncChatClient(CHAT_URL, credential=credential, transport=MockTransport(handler)) as client:
+        await client.chat(HI)
+    assert ["Bearer tok"] == sent

@@ -10,6 +10,7 @@ import pytest
 
 from azureml_chat import (
     AsyncChatClient,
+    ClientClosedError,
     ConfigurationError,
     RateLimit,
     Timeout,
@@ -92,7 +93,7 @@ async def test_closing_the_parent_closes_the_shared_pool() -> None:
     sibling = client.with_options(timeout=5)
     await client.aclose()
     assert sibling.closed
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(ClientClosedError, match="closed"):
         async with sibling:
             pass
 

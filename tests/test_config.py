@@ -269,6 +269,30 @@ def test_bad_urls_are_configuration_errors(url: Any, endpoint_type: str | None) 
     assert isinstance(caught.value, ValueError)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://someone:hunter2@h.eastus2.inference.ml.azure.com/score",
+        "ftp://someone:hunter2@h.eastus2.inference.ml.azure.com/score",
+    ],
+)
+def test_credentials_in_the_url_are_refused_without_repeating_them(url: str) -> None:
+    """A URL with user:password@ is a ConfigurationError that says what to pass instead and never quotes it."""
+    with pytest.raises(ConfigurationError, match="api_key= or credential=") as caught:
+        client(url)
+    assert [] == [word for word in ("hunter2", "someone") if word in str(caught.value)]
+
+
+def test_a_score_url_declared_serverless_suggests_the_urls_that_work() -> None:
+    """A /score URL with endpoint_type="serverless" suggests the serverless chat completions URLs, or dedicated."""
+    with pytest.raises(ConfigurationError) as caught:
+        client("https://x.inference.ml.azure.com/score", endpoint_type="serverless")
+    text = str(caught.value)
+    assert "https://<deployment>.<region>.models.ai.azure.com/v1/chat/completions" in text
+    assert ".../chat/completions, .../models/chat/completions" in text
+    assert "For this /score URL, pass endpoint_type='dedicated'" in text
+
+
 def test_missing_url_names_the_variable() -> None:
     """With no URL anywhere, the error says to pass one or set ``AZUREML_ENDPOINT_URL``."""
     with pytest.raises(ConfigurationError, match="AZUREML_ENDPOINT_URL"):

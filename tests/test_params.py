@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from types import MappingProxyType
 from typing import Any
 
 import pytest
 
 from azureml_chat import InvalidRequestError
-from azureml_chat._params import given, merge_params
+from azureml_chat._params import check_names, given, merge_params
 
 NO_COMMON: dict[str, Any] = {}
 
@@ -187,3 +188,124 @@ def test_invalid_request_error_is_a_value_error() -> None:
     """A bad parameter can be caught as a ValueError too."""
     with pytest.raises(ValueError):
         merge_params({}, {"temperature": "hot"}, {})
+
+
+# --- misspelt keywords --------------------------------------------------------------------------------------------
+
+MISSPELT: list[tuple[str, str]] = [
+    # (what was typed, the suggestion the error must make)
+    ("max_token", "max_tokens"),  # a letter missing
+    ("temprature", "temperature"),
+    ("temperatrue", "temperature"),  # two neighbours swapped: one edit
+    ("maxTokens", "max_tokens"),  # camelCase: the same name once folded
+    ("Temperature", "temperature"),
+    ("top_pp", "top_p"),
+    ("tpo_p", "top_p"),
+    ("topp", "top_p"),
+    ("topk", "top_k"),  # near top_p, nearer the model parameter top_k: suggested as such
+    ("stpo", "stop"),
+    ("seeds", "seed"),
+    ("tool", "tools"),
+    ("tool_choices", "tool_choice"),
+    ("toolchoice", "tool_choice"),
+    ("respone_format", "response_format"),
+    ("responseFormat", "response_format"),
+    ("presense_penalty", "presence_penalty"),
+    ("frequence_penalty", "frequency_penalty"),
+    ("max_tokes", "max_tokens"),
+    ("timout", "timeout"),
+    ("deploymnet", "deployment"),
+    ("extra_header", "extra_headers"),
+    ("message", "messages"),
+]
+
+
+@pytest.mark.parametrize(("typed", "meant"), MISSPELT, ids=[row[0] for row in MISSPELT])
+def test_a_misspelt_keyword_is_refused_with_the_nearest_name(typed: str, meant: str) -> None:
+    """A keyword within a typo's reach of a call keyword is an InvalidRequestError suggesting the nearest name."""
+    with pytest.raises(InvalidRequestError, match=re.escape(f"did you mean {meant}?")):
+        merge_params({}, NO_COMMON, {typed: 1})
+
+
+# Real model parameters of OpenAI, vLLM, Hugging Face TGI / transformers, Mistral and llama.cpp servers: each must
+# pass as a call keyword, unchanged.
+REAL_PARAMETERS = [
+    "top_k",  # one edit from top_p
+    "top_a",
+    "top_n",
+    "min_p",
+    "min_tokens",  # two edits from max_tokens
+    "best_of",
+    "n",
+    "safe_prompt",
+    "random_seed",
+    "repetition_penalty",
+    "length_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "user",
+    "max_new_tokens",
+    "max_completion_tokens",
+    "stream_options",
+    "parallel_tool_calls",
+    "reasoning_effort",
+    "service_tier",
+    "typical_p",
+    "do_sample",
+    "return_full_text",
+    "num_beams",
+    "num_return_sequences",
+    "stop_token_ids",
+    "stop_sequences",
+    "ignore_eos",
+    "skip_special_tokens",
+    "use_beam_search",
+    "early_stopping",
+    "guided_json",
+    "echo",
+    "suffix",
+    "details",
+    "decoder_input_details",
+    "watermark",
+    "truncate",
+    "top_n_tokens",
+    "no_repeat_ngram_size",
+    "mirostat_tau",
+    "repeat_penalty",
+    "tfs_z",
+    "n_predict",
+    "model",
+    "metadata",
+    "store",
+]
+
+
+@pytest.mark.parametrize("name", REAL_PARAMETERS)
+def test_real_model_parameters_pass_as_keywords(name: str) -> None:
+    """A real model parameter, even one a single edit from a common name (top_k, top_p), is passed through."""
+    assert {name: 1} == merge_params({}, NO_COMMON, {name: 1})
+
+
+def test_model_kwargs_are_not_checked_by_name() -> None:
+    """model_kwargs is the explicit route: a name there is sent as spelled, whatever it looks like."""
+    assert {"max_token": 5, "temprature": 0.2} == merge_params(
+        {"max_token": 5, "temprature": 0.2}, NO_COMMON, {}
+    )
+
+
+def test_the_error_names_the_explicit_route() -> None:
+    """The refusal says how to send the name as spelled: model_kwargs=, on the constructor or with_options()."""
+    with pytest.raises(InvalidRequestError) as caught:
+        merge_params({}, NO_COMMON, {"max_token": 10})
+    text = str(caught.value)
+    assert "Nothing was sent" in text
+    assert "AsyncChatClient(..., model_kwargs={'max_token': ...})" in text
+    assert "client.with_options(model_kwargs=...)" in text
+
+
+def test_a_batch_also_checks_its_own_keywords() -> None:
+    """check_names measures names against the keywords it is given too (a batch's concurrency)."""
+    with pytest.raises(InvalidRequestError, match=re.escape("did you mean concurrency?")):
+        check_names({"concurency": 2}, ("concurrency", "return_exceptions"))
+    check_names({"concurrency": 2, "temperature": 0.1}, ("concurrency", "return_exceptions"))

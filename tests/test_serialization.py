@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import attrs
@@ -26,6 +27,7 @@ from azureml_chat._serialization import (
     messages_from_input,
     messages_to_wire,
     structure_usage,
+    wire_messages,
 )
 
 # --- objects -> wire (azure_protocol.md 2.4 and 2.7) ------------------------------------------------------
@@ -309,14 +311,33 @@ def test_malformed_message_names_index_and_field(bad: Any, field: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "messages",
-    ["hi", b"hi", {"role": "user", "content": "hi"}, []],
-    ids=["str", "bytes", "single-dict", "empty"],
+    ("messages", "named"),
+    [
+        (b"hi", "got bytes"),
+        ({"role": "user", "content": "hi"}, "got dict"),
+        (UserMessage("hi"), "got UserMessage"),
+        (None, "got None"),
+        (42, "got int"),
+        ([], "messages is empty"),
+    ],
+    ids=["bytes", "single-dict", "single-message", "none", "int", "empty"],
 )
-def test_messages_must_be_a_non_empty_sequence(messages: Any) -> None:
-    """A bare string, a single dict or an empty list is rejected with a hint, not sent."""
-    with pytest.raises(InvalidRequestError):
+def test_what_is_not_a_conversation_is_refused(messages: Any, named: str) -> None:
+    """Bytes, a single dict or message, None or an empty list is an InvalidRequestError saying what it got."""
+    with pytest.raises(InvalidRequestError, match=named):
         messages_from_input(messages)
+
+
+def test_a_bare_string_is_one_user_message() -> None:
+    """A string given as the messages is one user message, on the wire and as objects."""
+    assert (UserMessage("Hi!"),) == messages_from_input("Hi!")
+    assert [{"role": "user", "content": "Hi!"}] == wire_messages("Hi!")
+
+
+def test_a_string_inside_the_list_is_still_not_a_message() -> None:
+    """Only the whole input may be a bare string: a string among the messages is refused, naming its index."""
+    with pytest.raises(InvalidRequestError, match=re.escape("messages[1] must be a message object")):
+        messages_from_input([UserMessage("a"), "b"])
 
 
 # --- usage ------------------------------------------------------------------------------------------------------

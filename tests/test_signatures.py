@@ -94,7 +94,8 @@ def test_client_options_are_exactly_the_constructor_options() -> None:
 
 
 def test_mypy_checks_the_sync_parameters(tmp_path: Path) -> None:
-    """mypy rejects a wrongly typed argument to Client's constructor, chat() and with_options()."""
+    """mypy rejects a wrongly typed argument to Client's constructor, chat() and with_options(), and accepts a
+    bare string as a conversation."""
     import mypy.api as mypy_api  # a test dependency (pyproject.toml): never skipped
 
     snippet = tmp_path / "snippet.py"
@@ -107,6 +108,10 @@ def test_mypy_checks_the_sync_parameters(tmp_path: Path) -> None:
             client.chat([UserMessage("hi")], max_tokens="64")
             Client("http://127.0.0.1:9/v1/chat/completions", timeout="5")
             client.with_options(max_retries="2")
+            client.chat("Hi!").content
+            client.stream("Hi!").close()
+            client.chat_many(["q1", "q2"])
+            client.chat_as_completed(["q1", [UserMessage("q2")]]).close()
             """
         )
     )

@@ -24,6 +24,7 @@ from azureml_chat import (
     BadRequestError,
     ChatResponse,
     Client,
+    ClientClosedError,
     ConfigurationError,
     InvalidRequestError,
     UserMessage,
@@ -162,7 +163,7 @@ def test_close_stops_the_thread_and_refuses_new_calls(server: ThreadedServer) ->
     client.close()
     client.close()
     assert not loop_thread.thread.is_alive()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(ClientClosedError, match="closed"):
         client.chat(HI)
 
 
@@ -409,7 +410,7 @@ def test_closing_a_sibling_leaves_the_parent_open(emu: Emulator) -> None:
         sibling.chat(HI)
         sibling.close()
         sibling.close()
-        with pytest.raises(RuntimeError, match="closed"):
+        with pytest.raises(ClientClosedError, match="closed"):
             sibling.chat(HI)
         assert ANSWER_OF_HI == parent.chat(HI).content
         assert parent._loop().thread.is_alive()
@@ -424,7 +425,7 @@ def test_closing_the_parent_closes_its_siblings(emu: Emulator) -> None:
     loop_thread = parent._loop()
     parent.close()
     assert (True, False) == (sibling.async_client.closed, loop_thread.thread.is_alive())
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(ClientClosedError, match="closed"):
         sibling.chat(HI)
     sibling.close()
 
@@ -519,3 +520,28 @@ def test_a_dropped_sibling_closes_its_own_pool(emu: Emulator) -> None:
         gc.collect()
         assert eventually(lambda: bool(getattr(transport, "closed", False)))
         assert ANSWER_OF_HI == parent.chat(HI).content
+
+
+_SSE = (
+    b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'
+    b'data: {"choices":[{"index":0,"delta":{"content":"b"},"finish_reason":"stop"}]}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+def test_a_stream_or_batch_made_before_close_raises_client_closed_error_after_it() -> None:
+    """A sync stream or chat_as_completed created before close() and read after it raises ClientClosedError."""
+    transport = MockTransport(
+        lambda request: MockResponse(200, content=_SSE, headers={"content-type": "text/event-stream"})
+    )
+    url = "https://x.eastus2.models.ai.azure.com/v1/chat/completions"
+    streaming = Client(url, "key", transport=transport)
+    stream = streaming.stream([UserMessage("hi")])
+    streaming.close()
+    with pytest.raises(ClientClosedError, match="create a new client"):
+        list(stream)
+    batching = Client(url, "key", transport=transport)
+    results = batching.chat_as_completed([[UserMessage("q1")]])
+    batching.close()
+    with pytest.raises(ClientClosedError, match="create a new client"), results as pairs:
+        list(pairs)
