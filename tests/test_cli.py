@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -11,16 +12,21 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from azureml_chat.cli import main
 from azureml_chat.emulator import Deployment, Emulator
+from azureml_chat.formatters import OpenAIFormatter
 
 KEY = "cli-key"
+# A Python keyword (endpoint_url, api_key, credential=...): a command-line user has no such thing to pass.
+PYTHON_KEYWORD = re.compile(r"\b[a-z]+(?:_[a-z]+)+\b|\b[a-z_]+=")
 
 
 def run(
-    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m azureml_chat ARGS`` with no AZUREML_* variables leaking in from this machine."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("AZUREML_")}
@@ -31,6 +37,7 @@ def run(
         text=True,
         timeout=60,
         env={**clean, **(env or {})},
+        cwd=cwd,
         check=False,
     )
 
@@ -68,8 +75,19 @@ def test_chat_json_output_is_machine_readable(emulator: Emulator) -> None:
     answer = json.loads(done.stdout)
     assert "json please" in answer["content"]
     assert "stop" == answer["finish_reason"]
-    assert answer["usage"]["completion"] > 0
+    assert answer["usage"]["completion_tokens"] > 0
     assert answer["request_id"]
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
+def test_chat_json_usage_has_the_python_api_names(emulator: Emulator, stream: bool) -> None:
+    """`--json` usage has Usage's keys: prompt_tokens, completion_tokens and their total_tokens."""
+    flags = () if stream else ("--no-stream",)
+    done = run("chat", "count me", "--url", emulator.chat_url, "--key", KEY, "--json", *flags)
+    assert 0 == done.returncode, done.stderr
+    usage = json.loads(done.stdout)["usage"]
+    assert {"prompt_tokens", "completion_tokens", "total_tokens"} == set(usage)
+    assert usage["prompt_tokens"] + usage["completion_tokens"] == usage["total_tokens"]
 
 
 def test_chat_reads_the_azureml_environment(emulator: Emulator) -> None:
@@ -102,22 +120,168 @@ def test_interactive_mode_keeps_the_conversation(emulator: Emulator) -> None:
 
 
 @pytest.mark.parametrize(
+    ("args", "env", "needles"),
+    [
+        (("chat", "hi"), {}, ("no endpoint URL: pass --url or set AZUREML_ENDPOINT_URL",)),
+        (
+            ("chat", "hi", "--url", "ftp://example.invalid/score", "--key", "k"),
+            {},
+            ("--url must start with https://",),
+        ),
+        (
+            ("chat", "hi"),
+            {"AZUREML_ENDPOINT_URL": "ftp://example.invalid/score", "AZUREML_ENDPOINT_API_KEY": "k"},
+            ("AZUREML_ENDPOINT_URL must start with https://",),
+        ),
+        (
+            ("chat", "hi", "--url", "http://127.0.0.1:9/score"),
+            {},
+            ("no key: pass --key or set AZUREML_ENDPOINT_API_KEY",),
+        ),
+        (
+            ("chat", "hi", "--url", "http://127.0.0.1:9/v1/completions", "--key", "k"),
+            {},
+            ("--url is a text completion URL", "/v1/chat/completions"),
+        ),
+        (
+            ("chat", "hi", "--url", "http://example.invalid/score", "--key", "k"),
+            {},
+            ("refusing to send a key over plain http://", "use https://"),
+        ),
+        (("chat", "hi", "--url", "https://example.invalid", "--key", "k"), {}, ("--endpoint-type",)),
+        (
+            ("chat", "hi", "--url", "https://me:hunter2@example.invalid/score", "--key", "k"),
+            {},
+            ("--url holds credentials", "pass --key"),
+        ),
+        (
+            ("chat", "hi", "--url", "http://127.0.0.1:9/score", "--key", "k", "--deployment", "a b"),
+            {},
+            ("--deployment must be",),
+        ),
+        (
+            ("batch", "in.jsonl", "-o", "out.jsonl"),
+            {
+                "AZUREML_ENDPOINT_URL": "http://127.0.0.1:9/score",
+                "AZUREML_ENDPOINT_API_KEY": "k",
+                "AZUREML_ENDPOINT_API_TYPE": "cloud",
+            },
+            ("AZUREML_ENDPOINT_API_TYPE must be",),
+        ),
+        (
+            ("chat", "hi"),
+            {
+                "AZUREML_ENDPOINT_URL": "http://127.0.0.1:9/score",
+                "AZUREML_ENDPOINT_API_KEY": "k",
+                "AZUREML_DEPLOYMENT_NAME": "a b",
+            },
+            ("AZUREML_DEPLOYMENT_NAME must be",),
+        ),
+    ],
+    ids=[
+        "no-url",
+        "bad-scheme",
+        "bad-scheme-from-env",
+        "no-key",
+        "completions-route",
+        "plain-http",
+        "no-route",
+        "credentials-in-url",
+        "bad-deployment",
+        "bad-endpoint-type-from-env",
+        "bad-deployment-from-env",
+    ],
+)
+def test_configuration_mistakes_name_the_flags_and_exit_two(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], needles: tuple[str, ...]
+) -> None:
+    """A configuration mistake is one line naming the flag or AZUREML_* variable to fix, never a Python
+    keyword; exit 2, no traceback."""
+    (tmp_path / "in.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    done = run(*args, env=env, cwd=tmp_path)
+    assert 2 == done.returncode, done.stderr
+    assert 1 == len(done.stderr.strip().splitlines()), done.stderr
+    assert [] == [needle for needle in needles if needle not in done.stderr], done.stderr
+    assert [] == PYTHON_KEYWORD.findall(done.stderr), done.stderr
+    assert "Traceback" not in done.stderr
+    assert "hunter2" not in done.stderr
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (("chat", "hi"), "AZUREML_ENDPOINT_URL"),
-        (("chat", "hi", "--url", "ftp://example.invalid/score", "--key", "k"), "https://"),
-        (("chat", "hi", "--url", "http://127.0.0.1:9/score"), "AZUREML_ENDPOINT_API_KEY"),
-        (("chat", "hi", "--url", "http://127.0.0.1:9/v1/completions", "--key", "k"), "text completion"),
+        (("chat", "hi", "--timeout", "-1"), "argument --timeout: must be a positive number of seconds"),
+        (("chat", "hi", "--timeout", "inf"), "argument --timeout: must be a positive number of seconds"),
+        (("chat", "hi", "--temperature", "nan"), "argument --temperature: must be a number"),
+        (("chat", "hi", "--max-tokens", "0"), "argument --max-tokens: must be a whole number >= 1"),
+        (("chat", "hi", "--formatter", "nope"), "argument --formatter: unknown family 'nope'"),
+        (("chat", "hi", "--formatter", "gpt2"), "'gpt2' is a text-generation family and cannot chat"),
+        (("emulator", "--family", "nope"), "argument --family: unknown family 'nope'"),
+        (("emulator", "--fault", "nope"), "argument --fault: unknown fault 'nope'"),
+        (("emulator", "--port", "-1"), "argument --port: must be a port number from 0 to 65535"),
     ],
-    ids=["no-url", "bad-scheme", "no-key", "completions-route"],
+    ids=[
+        "negative-timeout",
+        "infinite-timeout",
+        "nan-temperature",
+        "zero-max-tokens",
+        "unknown-formatter",
+        "text-generation-formatter",
+        "unknown-family",
+        "bad-fault",
+        "bad-port",
+    ],
 )
-def test_configuration_mistakes_print_one_line(args: tuple[str, ...], needle: str) -> None:
-    """A configuration mistake is one line on stderr, exit 1, and no traceback."""
-    done = run(*args)
-    assert 1 == done.returncode
+def test_bad_flag_values_name_the_flag_and_exit_two(args: tuple[str, ...], needle: str) -> None:
+    """A bad flag value is refused before anything starts: one line naming the flag, exit 2."""
+    env = {"AZUREML_ENDPOINT_URL": "http://127.0.0.1:9/score", "AZUREML_ENDPOINT_API_KEY": "k"}
+    done = run(*args, env=env)
+    assert 2 == done.returncode, done.stderr
     assert 1 == len(done.stderr.strip().splitlines()), done.stderr
     assert needle in done.stderr
-    assert "Traceback" not in done.stderr
+    assert [] == PYTHON_KEYWORD.findall(done.stderr), done.stderr
+
+
+@pytest.fixture
+def registered_family(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A family registered for this test only (the registry is restored afterwards)."""
+    from azureml_chat import formatters
+
+    monkeypatch.setitem(formatters._formatters, "cli-test-family", OpenAIFormatter())
+    # Wide help, so that argparse does not wrap a family name at its hyphen.
+    monkeypatch.setenv("COLUMNS", "1000")
+    return "cli-test-family"
+
+
+# The built-in families (DESIGN.md): the chat families, then those that only generate text on /score.
+CHAT_FAMILIES = {"openai", "llama", "custom-openai", "mistral"}
+TEXT_GENERATION_FAMILIES = {"gpt2", "hf", "dolly"}
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "expected"),
+    [
+        ("emulator", "--family", CHAT_FAMILIES | TEXT_GENERATION_FAMILIES),
+        ("chat", "--formatter", CHAT_FAMILIES),
+        ("batch", "--formatter", CHAT_FAMILIES),
+    ],
+)
+def test_family_help_lists_every_registered_family(
+    registered_family: str,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    flag: str,
+    expected: set[str],
+) -> None:
+    """The family flag's help lists the registry's families, a newly registered one included (for chat and
+    batch, the ones that can chat)."""
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert 0 == exited.value.code
+    text = " ".join(capsys.readouterr().out.split())
+    listed = text.split(f"{flag} FAMILY ", 1)[1].split(":", 1)[1].split("(", 1)[0]
+    assert {*expected, registered_family} == {name.strip() for name in listed.split(",")}
 
 
 def test_wrong_key_prints_one_line(emulator: Emulator) -> None:
@@ -183,3 +347,13 @@ def test_emulator_serves_until_interrupted() -> None:
         for pipe in (process.stdout, process.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+def test_emulator_refuses_a_registered_family_it_cannot_speak(
+    registered_family: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A family registered in the process but unknown to the emulator is a bad --family: one line, exit 2."""
+    assert 2 == main(["emulator", "--family", registered_family, "--port", "0"])
+    err = capsys.readouterr().err
+    assert f"unknown emulator family {registered_family!r}" in err
+    assert 1 == len(err.strip().splitlines())

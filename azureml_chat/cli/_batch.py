@@ -5,7 +5,8 @@ start, the ids already in OUT are skipped, so rerunning the same command resumes
 run. ``--retry-failed`` first removes OUT's error lines so their ids run again. ``params`` on an input line
 are that line's ``chat()`` arguments, over ``--max-tokens`` / ``--temperature``. A line whose id an earlier
 line already has is not run (said on stderr). A 401 or 403 stops the run at once: every line would fail
-the same way, and nothing is written for them.
+the same way, and nothing is written for them. A line that fails as invalid input (``InvalidRequestError``)
+would fail again as it is, so the summary says to fix it first.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import functools
 import os
 import signal
 import sys
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Generator, Mapping
 from typing import Any, TextIO
 
 import attrs
@@ -28,19 +29,18 @@ from .._client import AsyncChatClient
 from .._errors import AuthenticationError, AzureMLChatError, InvalidRequestError, PermissionDeniedError
 from ._jsonl import Job, Record, ResultsFile, answer_record, error_record, id_key, parse_line
 from ._options import (
+    UsageError,
     add_endpoint_options,
+    add_max_retries_option,
     add_sampling_options,
     add_timeout_option,
     make_client,
     sampling_params,
 )
 from ._progress import REFRESH_SECONDS, Progress
+from ._types import whole
 
 __all__ = ["add_parser", "main"]
-
-
-class BatchUsageError(Exception):
-    """A bad argument of the command itself (exit code 2)."""
 
 
 def _count_lines(path: str) -> int:
@@ -48,7 +48,7 @@ def _count_lines(path: str) -> int:
         return sum(1 for raw in source if raw.strip())
 
 
-def _jobs(path: str, done: Mapping[str, bool], progress: Progress) -> Generator[Job, None, None]:
+def _jobs(path: str, results: ResultsFile, progress: Progress) -> Generator[Job, None, None]:
     """The jobs still to run, read lazily; ids already in the output are counted as skipped."""
     seen: dict[str, int] = {}
     with open(path, "rb") as source:
@@ -63,8 +63,8 @@ def _jobs(path: str, done: Mapping[str, bool], progress: Progress) -> Generator[
                     f"azureml-chat batch: line {number}: id {job.id!r} was already used on line {first}; "
                     "line skipped"
                 )
-            elif key in done:
-                progress.skip(failed=done[key])
+            elif key in results.done:
+                progress.skip(failed=results.done[key], invalid=key in results.invalid)
             else:
                 yield job
 
@@ -76,11 +76,13 @@ async def _run_job(client: AsyncChatClient, job: Job, defaults: Mapping[str, Any
         response = await client.chat(job.messages, **{**defaults, **job.params})
     except (AuthenticationError, PermissionDeniedError):
         raise
+    except InvalidRequestError as exc:  # the line's messages or params: to fix in the input
+        return error_record(job.id, exc, line=job.line)
     except AzureMLChatError as exc:
         return error_record(job.id, exc)
     except (TypeError, AttributeError) as exc:
         # A per-line params value of the wrong shape: that line's failure, not the whole run's.
-        return error_record(job.id, InvalidRequestError(f"line {job.line}: bad params: {exc}"))
+        return error_record(job.id, InvalidRequestError(f"line {job.line}: bad params: {exc}"), line=job.line)
     return answer_record(job.id, response)
 
 
@@ -99,16 +101,16 @@ class _Run:
 def _prepare(args: argparse.Namespace, err: TextIO) -> _Run:
     source, target = args.input, args.output
     if not os.path.isfile(source):
-        raise BatchUsageError(f"cannot read {source}: no such file")
+        raise UsageError(f"cannot read {source}: no such file")
     if os.path.exists(target) and os.path.samefile(source, target):
-        raise BatchUsageError("the output file must not be the input file")
+        raise UsageError("the output file must not be the input file")
     # Built first: a bad URL or a missing key must not leave an empty output file behind.
     client = make_client(args, max_retries=args.max_retries)
     results = ResultsFile(target)
     try:
         results.open(retry_failed=args.retry_failed)
     except OSError as exc:
-        raise BatchUsageError(f"cannot write {target}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot write {target}: {exc.strerror or exc}") from None
     live = err.isatty()
     progress = Progress(err, live=live, total=_count_lines(source) if live else None)
     if results.repaired:
@@ -134,7 +136,7 @@ async def _execute(run: _Run) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     progress, results = run.progress, run.results
-    jobs = _jobs(run.source, results.done, progress)
+    jobs = _jobs(run.source, results, progress)
     calls = (functools.partial(_run_job, run.client, job, run.defaults) for job in jobs)
     redraw = asyncio.ensure_future(_redraw(progress)) if progress.live else None
     try:
@@ -145,7 +147,7 @@ async def _execute(run: _Run) -> None:
                 # Written at once, before the next await: an answer that arrived is never lost.
                 results.append(record)
                 error, usage = record.get("error"), record.get("usage")
-                tokens = 0 if usage is None else usage["prompt"] + usage["completion"]
+                tokens = 0 if usage is None else usage["total_tokens"]
                 progress.add(error_type=None if error is None else error["type"], tokens=tokens)
     finally:
         jobs.close()
@@ -159,17 +161,14 @@ def main(args: argparse.Namespace, err: TextIO | None = None) -> int:
     """Run the ``batch`` command; return the exit code.
 
     0: every item has an answer. 1: some item failed (this run or an earlier one; the summary says how
-    many). 2: an unusable input or output path. 130 / 143: interrupted by Ctrl-C / SIGTERM (rerun to resume).
+    many). 130 / 143: interrupted by Ctrl-C / SIGTERM (rerun to resume).
 
     Raises:
-        AzureMLChatError: the client cannot be built (bad URL, missing key); the CLI prints one line.
+        UsageError: an unusable input or output path, or the client cannot be built (bad URL, missing
+            key); the CLI prints one line and exits 2.
     """
     err = err or sys.stderr
-    try:
-        run = _prepare(args, err)
-    except BatchUsageError as exc:
-        print(f"azureml-chat: error: {exc} (see azureml-chat batch --help)", file=err)
-        return 2
+    run = _prepare(args, err)
     code: int | None = None
     try:
         asyncio.run(_execute(run))
@@ -180,7 +179,8 @@ def main(args: argparse.Namespace, err: TextIO | None = None) -> int:
     finally:
         run.results.close()
         run.progress.clear()
-        print(run.progress.summary(run.results.path, interrupted=code is not None), file=err, flush=True)
+        summary = run.progress.summary(run.source, run.results.path, interrupted=code is not None)
+        print(summary, file=err, flush=True)
     if code is not None:
         return code
     progress = run.progress
@@ -201,29 +201,16 @@ def add_parser(commands: Any) -> None:
     batch.add_argument("-o", "--output", required=True, metavar="OUT", help="JSONL output (appended to)")
     batch.add_argument(
         "--concurrency",
-        type=_whole(1),
+        type=whole(1),
         default=_defaults.BATCH_CONCURRENCY,
         help=f"calls in flight at once (default: {_defaults.BATCH_CONCURRENCY})",
     )
     add_endpoint_options(batch)
     add_timeout_option(batch)
-    batch.add_argument("--max-retries", type=_whole(0), help="retries after the first attempt (default: 2)")
+    add_max_retries_option(batch)
     batch.add_argument(
-        "--retry-failed", action="store_true", help="first remove the error lines from OUT, so they run again"
+        "--retry-failed",
+        action="store_true",
+        help="first remove the error lines from OUT, so they run again (fix invalid input lines in IN first)",
     )
     add_sampling_options(batch)
-
-
-def _whole(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, got {text!r}")
-        return value
-
-    return parse

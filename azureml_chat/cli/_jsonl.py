@@ -6,7 +6,7 @@ Input, one JSON object per line (blank lines are ignored)::
 
 ``id`` is a string or a number (default: the line number). Output, one line per item::
 
-    {"id": "q1", "content": "...", "finish_reason": "stop", "usage": {...}, "request_id": "..."}
+    {"id": "q1", "content": "...", "finish_reason": "stop", "usage": {"prompt_tokens": 9, ...}, "request_id": "..."}
     {"id": "q2", "error": {"type": "BadRequestError", "message": "...", "status_code": 400}}
     {"id": 7, "line": 7, "error": {"type": "InvalidRequestError", "message": "line 7 is not valid JSON ..."}}
 
@@ -24,12 +24,25 @@ from typing import Any
 
 import attrs
 
-from .._errors import APIStatusError, AzureMLChatError
+from .._errors import APIStatusError, AzureMLChatError, InvalidRequestError
 from .._responses import ChatResponse
 
-__all__ = ["Job", "Record", "ResultsFile", "answer_record", "error_record", "id_key", "parse_line", "summary"]
+__all__ = [
+    "INVALID_INPUT",
+    "Job",
+    "Record",
+    "ResultsFile",
+    "answer_record",
+    "error_record",
+    "id_key",
+    "parse_line",
+    "summary",
+]
 
 Record = dict[str, Any]
+
+# The error type of a line that failed as invalid input: it fails again until the input is fixed.
+INVALID_INPUT = InvalidRequestError.__name__
 
 
 @attrs.frozen
@@ -93,13 +106,16 @@ def parse_line(raw: bytes, line: int) -> Job | None:
 
 
 def summary(response: ChatResponse) -> Record:
-    """An answer as ``azureml-chat chat --json`` prints it: content, finish reason, token counts, request id."""
+    """An answer as ``azureml-chat chat --json`` prints it: content, finish reason, token counts, request id.
+
+    The token counts have the fields of :class:`~azureml_chat.Usage` (``prompt_tokens``,
+    ``completion_tokens``, ``total_tokens``), so the CLI's output reads like the Python API.
+    """
     usage = response.usage
-    counts = None if usage is None else {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens}
     return {
         "content": response.content,
         "finish_reason": response.finish_reason,
-        "usage": counts,
+        "usage": None if usage is None else attrs.asdict(usage),
         "request_id": response.request_id,
     }
 
@@ -125,6 +141,7 @@ class ResultsFile:
     Attributes:
         path: the file; created when missing.
         done: the ids already written (their :func:`id_key`) -> whether that line is an error.
+        invalid: the ids among them whose error is invalid input (``INVALID_INPUT``).
         repaired: whether :meth:`open` cut a torn last line.
         dropped: how many error lines :meth:`open` removed for ``retry_failed``.
     """
@@ -132,6 +149,7 @@ class ResultsFile:
     def __init__(self, path: str) -> None:
         self.path = path
         self.done: dict[str, bool] = {}
+        self.invalid: set[str] = set()
         self.repaired = False
         self.dropped = 0
         self._fd: int | None = None
@@ -169,7 +187,10 @@ class ResultsFile:
                 unterminated = True
             end += len(raw)
             if record is not None:
-                self.done[id_key(record["id"])] = "error" in record
+                key, error = id_key(record["id"]), record.get("error")
+                self.done[key] = "error" in record
+                if isinstance(error, dict) and error.get("type") == INVALID_INPUT:
+                    self.invalid.add(key)
         return end, unterminated
 
     def _drop_errors(self) -> None:
@@ -186,6 +207,7 @@ class ResultsFile:
             os.fsync(target.fileno())
         os.replace(kept, self.path)
         self.done = {key: failed for key, failed in self.done.items() if not failed}
+        self.invalid.clear()
 
     def append(self, record: Record) -> None:
         """Write one record as one line: a single ``write()`` of the whole line on an append-only file."""

@@ -16,16 +16,19 @@ from .. import __version__
 from .._client import AsyncChatClient
 from .._errors import AzureMLChatError
 from .._messages import AssistantMessage, Message, SystemMessage, UserMessage
+from ..formatters import available_formatters
 from ._batch import add_parser as add_batch_parser
 from ._batch import main as run_batch
 from ._jsonl import summary
 from ._options import (
+    UsageError,
     add_endpoint_options,
     add_sampling_options,
     add_timeout_option,
     make_client,
     sampling_params,
 )
+from ._types import family, port
 
 __all__ = ["main"]
 
@@ -56,17 +59,23 @@ def _parser() -> argparse.ArgumentParser:
 
     emulator = commands.add_parser("emulator", help="serve the emulator until Ctrl-C")
     emulator.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    emulator.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    emulator.add_argument("--port", type=port, default=8000, help="port (default: 8000; 0 picks a free one)")
     emulator.add_argument(
         "--key", default="emulator-key", help="the key clients must send (default: emulator-key)"
     )
-    emulator.add_argument("--family", default="llama", help="the /score family: llama, mistral or openai")
+    emulator.add_argument(
+        "--family",
+        type=family,
+        default="llama",
+        help=f"the /score family: {', '.join(available_formatters())} (default: llama)",
+    )
     emulator.add_argument(
         "--fault",
         action="append",
+        type=_fault,
         default=[],
         metavar="SPEC",
-        help="inject a fault, e.g. 'status=503,times=2'",
+        help="inject a fault, e.g. 'status=503,times=2' or 'latency=0.5'",
     )
 
     chat = commands.add_parser("chat", help="one prompt (streamed), or an interactive session with no prompt")
@@ -93,6 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "batch":
             return run_batch(args)
         return asyncio.run(_chat(args, sys.stdin, sys.stdout))
+    except UsageError as exc:
+        print(f"azureml-chat: error: {exc} (see azureml-chat {args.command} --help)", file=sys.stderr)
+        return 2
     except AzureMLChatError as exc:
         print(f"azureml-chat: error: {exc}", file=sys.stderr)
         return 1
@@ -154,14 +166,27 @@ async def _demo(out: TextIO) -> int:
     return 0
 
 
+def _fault(spec: str) -> str:
+    """An argparse type: a fault spec the emulator accepts (checked here, so a typo exits 2)."""
+    from ..emulator import FaultSpecError, parse_faults
+
+    try:
+        parse_faults(spec)
+    except FaultSpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return spec
+
+
 def _serve(args: argparse.Namespace) -> int:
     from ..emulator import EmulatorError, serve
 
     try:
         serve(host=args.host, port=args.port, key=args.key, family=args.family, faults=args.fault)
-    except (EmulatorError, ValueError) as exc:  # a taken port, an unknown family, a bad fault spec
+    except EmulatorError as exc:  # a taken port, an unknown host
         print(f"azureml-chat: error: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # a registered family the emulator does not speak
+        raise UsageError(str(exc)) from None
     return 0
 
 

@@ -14,10 +14,15 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TextIO
 
+from ._jsonl import INVALID_INPUT
+
 __all__ = ["Progress", "format_duration"]
 
 # Redraws per second: smooth enough to watch, rare enough to cost nothing next to the requests.
 REFRESH_SECONDS = 0.25
+# The width when the terminal reports none (0 columns: a pseudo-terminal nobody sized, COLUMNS=0): what
+# terminal emulators open at, and shutil.get_terminal_size's own fallback.
+FALLBACK_COLUMNS = 80
 
 
 def format_duration(seconds: float) -> str:
@@ -76,6 +81,7 @@ class Progress:
         self.failed = 0
         self.skipped = 0
         self.skipped_failed = 0
+        self.invalid = 0
         self.duplicates = 0
         self.tokens = 0
         self.failures: Counter[str] = Counter()
@@ -90,11 +96,14 @@ class Progress:
         else:
             self.failed += 1
             self.failures[error_type] += 1
+            self.invalid += error_type == INVALID_INPUT
 
-    def skip(self, *, failed: bool) -> None:
-        """Count an item already in the output file (``failed``: its line there is an error)."""
+    def skip(self, *, failed: bool, invalid: bool = False) -> None:
+        """Count an item already in the output file (``failed``: its line there is an error; ``invalid``:
+        that error is invalid input)."""
         self.skipped += 1
         self.skipped_failed += failed
+        self.invalid += invalid
 
     def duplicate(self, message: str) -> None:
         """Count an input line whose id an earlier line already has, and say so."""
@@ -141,11 +150,14 @@ class Progress:
         self._drawn = len(line)
 
     def _columns(self) -> int:
-        # The terminal stderr is on (stdout may be redirected to a file); else $COLUMNS or 80.
+        # The terminal stderr is on (stdout may be redirected to a file); else $COLUMNS or stdout's terminal.
         try:
-            return os.get_terminal_size(self.out.fileno()).columns
+            columns = os.get_terminal_size(self.out.fileno()).columns
         except (AttributeError, ValueError, OSError):  # io.UnsupportedOperation is an OSError
-            return shutil.get_terminal_size().columns
+            columns = 0
+        if columns <= 0:
+            columns = shutil.get_terminal_size((FALLBACK_COLUMNS, 24)).columns
+        return columns if columns > 0 else FALLBACK_COLUMNS
 
     def clear(self) -> None:
         """Erase the status line, so the next output starts on a clean line."""
@@ -160,8 +172,14 @@ class Progress:
         print(message, file=self.out, flush=True)
         self.draw(force=True)
 
-    def summary(self, output: str, *, interrupted: bool = False) -> str:
-        """The closing lines: counts, tokens, wall time, and what to do about failures."""
+    def summary(self, source: str, output: str, *, interrupted: bool = False) -> str:
+        """The closing lines: counts, tokens, wall time, and what to do about failures.
+
+        Args:
+            source: the input file (where invalid lines are to be fixed).
+            output: the output file.
+            interrupted: the run was stopped before its end.
+        """
         elapsed = self.elapsed
         finished = self.done + self.failed
         rate = f" ({finished / elapsed:.1f}/s)" if elapsed > 0 and finished else ""
@@ -174,8 +192,16 @@ class Progress:
         if self.failures:
             kinds = ", ".join(f"{count:,} {kind}" for kind, count in self.failures.most_common())
             lines.append(f'  failed: {kinds} (see the lines with an "error" in {output})')
-        if self.failures or self.skipped_failed:
-            lines.append("  to run the failed ones again: rerun the same command with --retry-failed")
+        if self.invalid:
+            them = "it" if self.invalid == 1 else "them"
+            lines.append(
+                f"  {_lines(self.invalid)} failed as invalid input and would fail the same way again: "
+                f"fix {them} in {source} first (the error lines in {output} say what is wrong), "
+                "then rerun the same command with --retry-failed"
+            )
+        if self.failed + self.skipped_failed > self.invalid:
+            other = "other " if self.invalid else ""
+            lines.append(f"  to run the {other}failed ones again: rerun the same command with --retry-failed")
         if self.duplicates:
             lines.append(f"  {_lines(self.duplicates)} not run: an earlier line has the same id (see above)")
         if interrupted:
