@@ -10,6 +10,7 @@
 from ._batch import BatchResults
 from ._client import AsyncChatClient
 from ._config import Secret, Timeout
+from ._endpoint import Endpoint
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -44,6 +45,7 @@ from ._messages import (
 from ._ratelimit import RateLimit
 from ._responses import ChatChunk, ChatResponse, CompletionChunk, CompletionResponse, ToolCallDelta, Usage
 from ._retry import RetryPolicy
+from ._router import EndpointStatus
 from ._stream import AsyncChatStream, AsyncCompletionStream
 from ._sync import ChatStream, Client, CompletionStream, SyncBatchResults
 from ._version import __version__
@@ -72,6 +74,8 @@ __all__ = [
     "ConfigurationError",
     "ContentFormatter",
     "ContentPart",
+    "Endpoint",
+    "EndpointStatus",
     "ImagePart",
     "InternalServerError",
     "InvalidRequestError",

@@ -1,14 +1,14 @@
 """How a client is built, what its siblings share, and how it closes: the half of ``AsyncChatClient`` that
 is configuration and lifecycle (the calls are in ``_client.py``).
 
-A client resolves its options once into an :class:`~azureml_chat._endpoint.Endpoint` (where and how requests
+A client resolves its options once into an :class:`~azureml_chat._endpoint.ResolvedEndpoint` (where and how requests
 go) and a ``ClientConfig`` (client-wide settings), and builds one :class:`~azureml_chat._pipeline.Pipeline`
 around a transport and a rate limiter. ``with_options`` makes a sibling that shares both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, NoReturn, Self, Unpack
 
@@ -17,13 +17,14 @@ import aiohttp
 from . import _defaults
 from ._auth import DEFAULT_SCOPE
 from ._config import ClientConfig, Secret, Timeout, build_config
-from ._endpoint import Endpoint, build_endpoint
+from ._endpoint import Endpoint, ResolvedEndpoint, build_endpoint
 from ._errors import ClientClosedError, ConfigurationError, InvalidRequestError
 from ._instrument import NO_INSTRUMENTATION
 from ._options import ClientOptions
 from ._pipeline import Pipeline
 from ._ratelimit import RateLimit, RateLimiter
 from ._retry import RetryPolicy
+from ._router import EndpointStatus, Member, Router
 from ._transport import AiohttpTransport, AsyncTransport
 from .formatters import ContentFormatter, Route
 
@@ -45,6 +46,7 @@ class BaseAsyncClient:
         endpoint_url: str | None = None,
         api_key: str | Secret | None = None,
         *,
+        endpoints: Sequence[Endpoint] | None = None,
         endpoint_type: str | None = None,
         formatter: str | ContentFormatter | None = None,
         deployment: str | None = None,
@@ -68,6 +70,7 @@ class BaseAsyncClient:
             {
                 "endpoint_url": endpoint_url,
                 "api_key": api_key,
+                "endpoints": endpoints,
                 "endpoint_type": endpoint_type,
                 "formatter": formatter,
                 "deployment": deployment,
@@ -92,21 +95,9 @@ class BaseAsyncClient:
         )
 
     def _setup(self, options: ClientOptions, *, parent: BaseAsyncClient | None, own_transport: bool) -> None:
-        """Resolve ``options``; share the transport (unless ``own_transport``) and limiter of ``parent``."""
+        """Resolve ``options``; share the transport (unless ``own_transport``) and router (so the limiters and
+        the endpoints' health) of ``parent``."""
         self._options = options
-        endpoint = build_endpoint(
-            url=options.get("endpoint_url"),
-            api_key=options.get("api_key"),
-            endpoint_type=options.get("endpoint_type"),
-            formatter=options.get("formatter"),
-            deployment=options.get("deployment"),
-            credential=options.get("credential"),
-            credential_scope=options.get("credential_scope", DEFAULT_SCOPE),
-            headers=options.get("headers"),
-            auth_header=options.get("auth_header", "bearer"),
-            extra_parameters=options.get("extra_parameters"),
-            allow_insecure_http=options.get("allow_insecure_http", False),
-        )
         self._config = build_config(
             timeout=options.get("timeout"),
             max_retries=options.get("max_retries"),
@@ -115,9 +106,6 @@ class BaseAsyncClient:
             max_connections=options.get("max_connections"),
             max_event_bytes=options.get("max_event_bytes", _defaults.MAX_SSE_EVENT_BYTES),
         )
-        rate_limit = options.get("rate_limit")
-        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
-            raise ConfigurationError(f"rate_limit must be a RateLimit, got {type(rate_limit).__name__}")
         transport, session = options.get("transport"), options.get("session")
         if transport is not None and session is not None:
             raise ConfigurationError(
@@ -127,22 +115,18 @@ class BaseAsyncClient:
             raise ConfigurationError(
                 f"transport must have async send(), open() and aclose() methods, got {type(transport).__name__}"
             )
-        # What a sibling shares with its parent: the limiter always (one RateLimit is enforced once), unless
-        # it was given its own; the transport unless it needs its own pool (another loop, another size).
-        if parent is not None and rate_limit is parent._options.get("rate_limit"):
-            limiter = parent._pipeline.limiter
-        else:
-            limiter = RateLimiter(rate_limit or RateLimit(), max_wait=self._config.retry.max_retry_after)
+        # What a sibling shares with its parent: the transport unless it needs its own pool (another loop,
+        # another size), and the router (limiters, health) unless it routes differently (see _router_for).
+        router = _router_for(options, self._config, parent)
         self._owns_transport = transport is None and (parent is None or own_transport)
         if transport is None and not self._owns_transport:
             assert parent is not None
             transport = parent._pipeline.transport
         self._closed = False
         self._pipeline = Pipeline(
-            endpoint=endpoint,
+            router=router,
             transport=transport
             or AiohttpTransport(max_connections=self._config.max_connections, session=session),
-            limiter=limiter,
             retry=self._config.retry,
             instrumentation=NO_INSTRUMENTATION,
         )
@@ -186,8 +170,15 @@ class BaseAsyncClient:
         return self._closed or bool(getattr(transport, "closed", False))
 
     @property
-    def _endpoint(self) -> Endpoint:
+    def _endpoint(self) -> ResolvedEndpoint:
         return self._pipeline.endpoint
+
+    def endpoint_status(self) -> dict[str, EndpointStatus]:
+        """Each endpoint's standing, by name: whether calls are routed there now (``healthy``), until when
+        it is set aside (``cooling_until``, ``time.time()`` seconds) and why, its failures in a row and its
+        attempts in flight. A client over one URL reports that one endpoint, always healthy (it never
+        routes around it)."""
+        return self._pipeline.router.status()
 
     def with_options(self, **changes: Unpack[ClientOptions]) -> Self:
         """A sibling client: this one's configuration with ``changes`` (any constructor argument).
@@ -275,3 +266,108 @@ class BaseAsyncClient:
             return Timeout.coerce(timeout)
         except ConfigurationError as exc:
             raise InvalidRequestError(str(exc)) from None
+
+
+# Options that decide where requests go and how they are authorized: a sibling that changes none of them shares
+# its parent's router, so the endpoints' health and the rate limiters are one across a client and its siblings.
+_ROUTING_OPTIONS = (
+    "endpoint_url",
+    "api_key",
+    "endpoints",
+    "endpoint_type",
+    "formatter",
+    "deployment",
+    "credential",
+    "headers",
+    "auth_header",
+    "extra_parameters",
+    "allow_insecure_http",
+    "credential_scope",
+)
+# What a client over endpoints=[...] takes from each Endpoint instead.
+_PER_ENDPOINT = ("endpoint_url", "api_key", "endpoint_type", "formatter", "deployment", "credential")
+
+
+def _router_for(options: ClientOptions, config: ClientConfig, parent: BaseAsyncClient | None) -> Router:
+    """The router of a client: its parent's when neither the endpoints nor the rate limit changed; else one
+    built from the options (a single URL keeps its parent's limiter when only the URL's options changed).
+
+    Raises:
+        ConfigurationError: a bad endpoint (named), or endpoints= together with per-endpoint options.
+    """
+    rate_limit = options.get("rate_limit")
+    if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+        raise ConfigurationError(f"rate_limit must be a RateLimit, got {type(rate_limit).__name__}")
+    same_limit = False
+    if parent is not None and rate_limit is parent._options.get("rate_limit"):
+        if all(options.get(name) is parent._options.get(name) for name in _ROUTING_OPTIONS):
+            return parent._pipeline.router
+        same_limit = True
+    common: dict[str, Any] = {
+        "credential_scope": options.get("credential_scope", DEFAULT_SCOPE),
+        "auth_header": options.get("auth_header", "bearer"),
+        "extra_parameters": options.get("extra_parameters"),
+        "allow_insecure_http": options.get("allow_insecure_http", False),
+    }
+    max_wait = config.retry.max_retry_after
+    endpoints = options.get("endpoints")
+    if endpoints is None:
+        endpoint = build_endpoint(
+            url=options.get("endpoint_url"),
+            api_key=options.get("api_key"),
+            endpoint_type=options.get("endpoint_type"),
+            formatter=options.get("formatter"),
+            deployment=options.get("deployment"),
+            credential=options.get("credential"),
+            headers=options.get("headers"),
+            **common,
+        )
+        if same_limit and parent is not None:
+            limiter = parent._pipeline.router.first.limiter  # one RateLimit is enforced once
+        else:
+            limiter = RateLimiter(rate_limit or RateLimit(), max_wait=max_wait)
+        return Router([Member(endpoint, limiter, weight=1.0, priority=0)])
+    given = [name for name in _PER_ENDPOINT if options.get(name) is not None]
+    if given:
+        raise ConfigurationError(
+            f"pass endpoints= or {', '.join(name + '=' for name in given)}, not both: with several endpoints, "
+            "give each Endpoint(url, api_key, deployment=..., formatter=...) its own"
+        )
+    if isinstance(endpoints, Endpoint | str) or not isinstance(endpoints, Sequence) or not endpoints:
+        raise ConfigurationError(
+            "endpoints must be a non-empty list of Endpoint(url, api_key, ...), "
+            f"got {type(endpoints).__name__}"
+        )
+    members = []
+    for index, spec in enumerate(endpoints):
+        if not isinstance(spec, Endpoint):
+            raise ConfigurationError(
+                f"endpoints[{index}] must be an Endpoint(url, api_key, ...), got {type(spec).__name__}"
+            )
+        try:
+            endpoint = build_endpoint(
+                url=spec.url,
+                api_key=spec.api_key,
+                endpoint_type=spec.endpoint_type,
+                formatter=spec.formatter,
+                deployment=spec.deployment,
+                credential=spec.credential,
+                headers={**(options.get("headers") or {}), **(spec.headers or {})},
+                name=spec.name,
+                env={},  # each endpoint is spelled out; the AZUREML_* variables describe one URL
+                **common,
+            )
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"endpoints[{index}] ({spec.name}): {exc}") from None
+        own = spec.rate_limit or rate_limit or RateLimit()
+        members.append(
+            Member(endpoint, RateLimiter(own, max_wait=max_wait), weight=spec.weight, priority=spec.priority)
+        )
+    names = [member.name for member in members]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigurationError(
+            f"two endpoints are named {repeated[0]!r}: give each a name= of its own (names key "
+            "endpoint_status(), logs and response.endpoint)"
+        )
+    return Router(members)

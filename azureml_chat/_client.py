@@ -179,7 +179,7 @@ class AsyncChatClient(BaseAsyncClient):
             CHAT,
             wire_messages(messages),
             merge_params(self._config.model_kwargs, common, model_params),
-            stream=self._endpoint.streams,
+            stream=True,
             timeout=self._config.timeout if timeout is None else self._call_timeout(timeout),
             deployment=deployment,
             extra_headers=extra_headers,
@@ -361,7 +361,7 @@ class AsyncChatClient(BaseAsyncClient):
             TEXT_COMPLETION,
             self._checked_prompt(prompt, model_params),
             merge_params(self._config.model_kwargs, common, model_params),
-            stream=self._endpoint.streams,
+            stream=True,
             timeout=self._config.timeout if timeout is None else self._call_timeout(timeout),
             deployment=deployment,
             extra_headers=extra_headers,
@@ -381,9 +381,8 @@ class AsyncChatClient(BaseAsyncClient):
     # --- internals ------------------------------------------------------------------------------------
 
     def _checked_prompt(self, prompt: str, model_params: Mapping[str, Any]) -> str:
-        endpoint = self._endpoint
-        if not endpoint.formatter.can_complete(endpoint.route):
-            raise endpoint.formatter.cannot_complete(endpoint.route)
+        # Whether the endpoint's family can complete text at all is checked where the body is built
+        # (Pipeline.aim): with several endpoints, that is per endpoint.
         if not isinstance(prompt, str):
             raise InvalidRequestError(f"prompt must be a string, got {type(prompt).__name__}")
         check_completion_params(self._config.model_kwargs, model_params)

@@ -139,7 +139,7 @@ def check_headers(headers: Mapping[str, str] | None, what: str) -> dict[str, str
 
 @attrs.frozen(kw_only=True)
 class ClientConfig:
-    """The client-wide settings, resolved and checked once (what belongs to an endpoint is in ``Endpoint``)."""
+    """The client-wide settings, resolved and checked once (what belongs to an endpoint is in ``ResolvedEndpoint``)."""
 
     timeout: Timeout
     retry: RetryPolicy

@@ -59,3 +59,16 @@ TOKEN_REFRESH_MARGIN = 300.0
 # max_concurrent_requests_per_instance (default 1) x instances in flight (azure_protocol.md 1.5), so
 # small deployments want less.
 BATCH_CONCURRENCY = 8
+
+# --- several endpoints (endpoints=[...]) ---
+# Consecutive failures (5xx, 408, connection errors, timeouts) that open an endpoint's circuit: a few, so one
+# slow answer does not move traffic, as in Portkey's and LiteLLM's defaults (allowed_fails 3-5).
+FAILURES_TO_OPEN = 5
+# How long an open circuit keeps calls away before its probe; doubled after each failed probe, up to the cap.
+CIRCUIT_COOLDOWN = 5.0
+CIRCUIT_COOLDOWN_CAP = 300.0
+# A 401/403/404 endpoint is set aside this long before a probe (a rotated key or redeployed model comes back).
+UNHEALTHY_COOLDOWN = 60.0
+# A 429 that gives no wait (no Retry-After, no reset header) cools its endpoint this long: Azure's quota
+# windows are a minute, and a second is the shortest wait the services ask for.
+POOL_THROTTLE_COOLDOWN = 1.0

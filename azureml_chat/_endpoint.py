@@ -1,17 +1,22 @@
-"""An endpoint as a value: where requests go, the dialect they speak there, and how they are authorized.
+"""Endpoints: :class:`Endpoint`, what a user writes down, and :class:`ResolvedEndpoint`, the checked value the
+pipeline sends to (where requests go, the dialect they speak there, and how they are authorized).
 
-A client holds one :class:`Endpoint` today; the pipeline takes the endpoint per attempt, so a client over
-several endpoints is a routing choice on top, not another code path.
+A client over one URL resolves its arguments (and the ``AZUREML_*`` variables) into one resolved endpoint; a
+client over ``endpoints=[...]`` resolves each :class:`Endpoint` with the client-wide settings. The pipeline
+takes the endpoint per attempt, so routing between several is a choice on top (``_router.py``), not another
+code path.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import platform
 import urllib.parse
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, cast
 
 import aiohttp
 import attrs
@@ -19,11 +24,12 @@ import attrs
 from ._auth import DEFAULT_SCOPE, TokenProvider
 from ._config import Secret, check_header_token, check_headers, is_loopback
 from ._errors import ConfigurationError
+from ._ratelimit import RateLimit
 from ._version import __version__
 from .formatters import ContentFormatter, Route, get_formatter
 from .formatters._base import ROUTE_PATHS
 
-__all__ = ["Endpoint", "EndpointType", "build_endpoint", "resolve_url"]
+__all__ = ["Endpoint", "EndpointType", "ResolvedEndpoint", "build_endpoint", "default_name", "resolve_url"]
 
 EndpointType: TypeAlias = Literal["dedicated", "serverless"]
 
@@ -46,8 +52,95 @@ _ACCEPTED_ROUTES = (
 )
 
 
-@attrs.frozen(kw_only=True, eq=False)
+def _check_weight(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigurationError(f"Endpoint weight must be a positive number, got {value!r}")
+
+
+def _check_priority(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"Endpoint priority must be a whole number (0 first), got {value!r}")
+
+
+def _check_url(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"Endpoint url must be the endpoint's scoring URL, got {value!r}")
+
+
+@attrs.frozen
 class Endpoint:
+    """One endpoint of a client that spreads its calls over several (``endpoints=[...]``).
+
+    Calls go to the lowest ``priority`` value that has a healthy endpoint (later priorities are fallbacks), and
+    within a priority by weighted random choice. Settings not given here are the client's (timeouts, retries,
+    ``model_kwargs``, ``headers`` under this endpoint's own, ``auth_header``, ``credential_scope``,
+    ``extra_parameters``); ``rate_limit`` defaults to the client's ``rate_limit``, applied to each endpoint on its
+    own (Azure's quotas are per deployment). Nothing is read from the ``AZUREML_*`` variables.
+
+    Args:
+        url: the scoring URL (``.../score``, ``.../v1/chat/completions`` ...).
+        api_key: the endpoint's key (held masked), or ``None`` with ``credential``.
+        name: how logs, errors, ``response.endpoint`` and ``client.endpoint_status()`` name it; default
+            derived from the URL (the host's first label, or ``host:port`` for an address, plus
+            ``/deployment`` when one is given). Names are unique within a client.
+        weight: its share of the calls within its priority (``2.0`` gets twice the calls of ``1.0``).
+        priority: ``0`` first; a higher value is used only while no lower one has a healthy endpoint.
+        deployment: sent as ``azureml-model-deployment``.
+        formatter: the model family (default by route, as for a single URL).
+        endpoint_type: ``"dedicated"`` or ``"serverless"`` (default: from the URL).
+        credential: an Entra ID credential instead of ``api_key`` (see ``AsyncChatClient``).
+        headers: extra headers for this endpoint's requests (over the client's).
+        rate_limit: this endpoint's own :class:`RateLimit` (its cooldown and budgets).
+
+    Raises:
+        ConfigurationError: a bad weight, priority or URL (the rest is checked when a client resolves it).
+    """
+
+    url: str = attrs.field(validator=_check_url)
+    api_key: str | Secret | None = attrs.field(default=None, repr=False)
+    name: str = attrs.field(default=None, kw_only=True)
+    weight: float = attrs.field(default=1.0, kw_only=True, validator=_check_weight)
+    priority: int = attrs.field(default=0, kw_only=True, validator=_check_priority)
+    deployment: str | None = attrs.field(default=None, kw_only=True)
+    formatter: str | ContentFormatter | None = attrs.field(default=None, kw_only=True)
+    endpoint_type: str | None = attrs.field(default=None, kw_only=True)
+    credential: Any = attrs.field(default=None, kw_only=True, repr=False)
+    headers: Mapping[str, str] | None = attrs.field(default=None, kw_only=True, repr=False)
+    rate_limit: RateLimit | None = attrs.field(default=None, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        if cast("str | None", self.name) is None:
+            object.__setattr__(self, "name", default_name(self.url, self.deployment))
+        elif not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigurationError(f"Endpoint name must be a non-empty string, got {self.name!r}")
+        if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
+            raise ConfigurationError(f"rate_limit must be a RateLimit, got {type(self.rate_limit).__name__}")
+
+
+def default_name(url: str, deployment: str | None) -> str:
+    """A readable name for an endpoint: the host's first label (``llama-eastus`` of
+    ``llama-eastus.eastus2.inference.ml.azure.com``), or ``host:port`` for an address or a single-label host,
+    plus ``/deployment`` when one is given."""
+    parts = urllib.parse.urlsplit(url.strip())
+    host = (parts.hostname or "").lower()
+    try:
+        is_address = bool(host) and ipaddress.ip_address(host) is not None
+    except ValueError:
+        is_address = False
+    if is_address or "." not in host:
+        label = f"{host}:{parts.port}" if parts.port else host
+    else:
+        label = host.split(".", 1)[0]
+    return f"{label}/{deployment}" if deployment else label or url
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class ResolvedEndpoint:
     """One endpoint, resolved and checked: everything an attempt needs to address and authorize a request.
 
     Attributes:
@@ -61,6 +154,7 @@ class Endpoint:
         auth: the token source, when a credential was given (a token is fetched per attempt).
         headers: what every request to this endpoint carries: content type, user agent, the key's
             header(s) and the client's extra headers. Read-only.
+        name: the endpoint's name (``Endpoint.name``; for a single URL, derived from it the same way).
     """
 
     url: str
@@ -72,6 +166,7 @@ class Endpoint:
     api_key: Secret | None = attrs.field(repr=False)
     auth: TokenProvider | None = attrs.field(repr=False)
     headers: Mapping[str, str] = attrs.field(repr=False)
+    name: str
 
     @property
     def streams(self) -> bool:
@@ -79,9 +174,9 @@ class Endpoint:
         return self.route in self.formatter.streaming_routes
 
     @property
-    def name(self) -> str:
-        """A readable name for logs and errors: the URL without its query (a URL never holds credentials:
-        :func:`resolve_url` refuses them)."""
+    def where(self) -> str:
+        """The URL without its query, for log lines (a URL never holds credentials: :func:`resolve_url`
+        refuses them)."""
         return self.url.split("?", 1)[0]
 
 
@@ -164,8 +259,9 @@ def build_endpoint(
     auth_header: str,
     extra_parameters: str | None,
     allow_insecure_http: bool,
+    name: str | None = None,
     env: Mapping[str, str] = os.environ,
-) -> Endpoint:
+) -> ResolvedEndpoint:
     """Resolve one endpoint's arguments, falling back to the ``AZUREML_*`` variables.
 
     Raises:
@@ -221,7 +317,7 @@ def build_endpoint(
     if secret is not None:
         sent.update(_key_headers(secret, auth_header))
     sent.update(extra)
-    return Endpoint(
+    return ResolvedEndpoint(
         url=clean,
         route=route,
         endpoint_type=kind,
@@ -231,6 +327,7 @@ def build_endpoint(
         api_key=secret,
         auth=TokenProvider(credential, credential_scope) if credential is not None else None,
         headers=MappingProxyType(sent),
+        name=name or default_name(clean, deployment),
     )
 
 

@@ -63,9 +63,11 @@ class AzureMLChatError(Exception):
 
     Attributes:
         attempts: how many HTTP attempts the call made before giving up (1 when it was not retried).
+        endpoint: the name of the endpoint the last attempt went to (``Endpoint.name``), when one was sent.
     """
 
     attempts: int = 1
+    endpoint: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ._endpoint import Endpoint
+    from ._endpoint import ResolvedEndpoint
 
 __all__ = ["NO_INSTRUMENTATION", "CallObserver", "Instrumentation"]
 
@@ -20,7 +20,7 @@ __all__ = ["NO_INSTRUMENTATION", "CallObserver", "Instrumentation"]
 class CallObserver(Protocol):
     """Hears about one call. Its methods must not raise and must not block."""
 
-    def attempt(self, number: int, endpoint: Endpoint, error: BaseException | None) -> None:
+    def attempt(self, number: int, endpoint: ResolvedEndpoint, error: BaseException | None) -> None:
         """Attempt ``number`` (1 for the first) to ``endpoint`` ended: ``error`` is ``None`` when it got a
         2xx answer (for a stream: when it opened), else what it raised."""
         ...
@@ -41,7 +41,7 @@ class Instrumentation(Protocol):
     def start_call(
         self,
         operation: str,
-        endpoint: Endpoint,
+        endpoint: ResolvedEndpoint,
         params: Mapping[str, Any],
         *,
         stream: bool,
@@ -58,7 +58,7 @@ class _Silent:
     def start_call(
         self,
         operation: str,
-        endpoint: Endpoint,
+        endpoint: ResolvedEndpoint,
         params: Mapping[str, Any],
         *,
         stream: bool,
@@ -66,7 +66,7 @@ class _Silent:
     ) -> CallObserver:
         return self
 
-    def attempt(self, number: int, endpoint: Endpoint, error: BaseException | None) -> None:
+    def attempt(self, number: int, endpoint: ResolvedEndpoint, error: BaseException | None) -> None:
         pass
 
     def first_chunk(self) -> None:

@@ -40,6 +40,8 @@ class Operation(Generic[ResponseT, ChunkT]):
     Attributes:
         name: the operation's name in traces (OpenTelemetry's ``gen_ai.operation.name``).
         what: what the answer is called in messages ("the answer may be truncated").
+        able: the name of the formatter's predicate saying whether it can do this on a route (``can_chat``).
+        unable: the name of the formatter's hook making the error that says why not (``cannot_chat``).
         build: the name of the formatter's hook that builds a body: ``hook(route, payload, params, stream=)``,
             the payload being the wire messages or the prompt.
         read: the name of the formatter's hook that reads a whole 2xx body: ``hook(route, body, request_id=)``.
@@ -55,6 +57,8 @@ class Operation(Generic[ResponseT, ChunkT]):
     what: str
     # Hooks by name, looked up on the endpoint's formatter where they run: a subclass's override is what
     # runs, with no wrapper call in between on every request.
+    able: str
+    unable: str
     build: str
     read: str
     read_chunk: str
@@ -138,6 +142,8 @@ def _chat_assemble(folded: Accumulator[ChatResponse, ChatChunk], request_id: str
 CHAT: Operation[ChatResponse, ChatChunk] = Operation(
     name="chat",
     what="answer",
+    able="can_chat",
+    unable="cannot_chat",
     build="build_chat",
     read="read_chat",
     read_chunk="parse_chunk",
@@ -178,6 +184,8 @@ def _completion_assemble(
 TEXT_COMPLETION: Operation[CompletionResponse, CompletionChunk] = Operation(
     name="text_completion",
     what="completion",
+    able="can_complete",
+    unable="cannot_complete",
     build="build_completion_request",
     read="read_completion",
     read_chunk="parse_completion_chunk",

@@ -6,12 +6,13 @@ documentation); a test holds the three against each other, so none can drift.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
 import aiohttp
 
 from ._config import Secret, Timeout
+from ._endpoint import Endpoint
 from ._ratelimit import RateLimit
 from ._retry import RetryPolicy
 from ._transport import AsyncTransport
@@ -25,6 +26,7 @@ class ClientOptions(TypedDict, total=False):
 
     endpoint_url: str | None
     api_key: str | Secret | None
+    endpoints: Sequence[Endpoint] | None
     endpoint_type: str | None
     formatter: str | ContentFormatter | None
     deployment: str | None

@@ -18,6 +18,7 @@ than one attempt says how many, over how long, and its traceback starts at the c
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
@@ -28,7 +29,7 @@ from typing import Any, Generic, TypeVar, cast
 from . import _defaults
 from ._codec import decode_json, encode_json
 from ._config import Timeout, check_header_token, check_headers
-from ._endpoint import Endpoint
+from ._endpoint import ResolvedEndpoint
 from ._errors import (
     APIStatusError,
     AuthenticationError,
@@ -39,10 +40,13 @@ from ._errors import (
     make_status_error,
     note_attempts,
 )
+from ._health import is_endpoint_fault
 from ._instrument import CallObserver, Instrumentation
 from ._operations import ChunkT, Operation
-from ._ratelimit import RateLimiter, Ticket
-from ._retry import RetryPolicy
+from ._ratelimit import Ticket
+from ._retry import RetryPolicy, retry_decision
+from ._retry_after import reset_after
+from ._router import Member, Router
 from ._transport import AsyncTransport, Request, Response, StreamResponse
 
 __all__ = ["Call", "Pipeline"]
@@ -62,12 +66,18 @@ class Call(Generic[ResponseT, ChunkT]):
         operation: chat or text completion.
         payload: the wire messages (chat) or the prompt (text completion), checked.
         params: the merged model parameters.
-        stream: whether the body asks for server-sent events.
-        endpoint: the endpoint the body and headers were built for.
-        body: the encoded body for ``endpoint``.
-        headers: the headers for ``endpoint``, without the token of a credential (added per attempt).
+        wants_stream: whether the caller asked for a stream.
+        stream: whether the body asks ``endpoint`` for server-sent events (a route that cannot stream answers
+            whole, as one chunk).
         timeout: the limits of one attempt.
         request_id: the ``x-ms-client-request-id`` of every attempt of this call.
+        deployment, extra_headers: the call's own request options (kept to build another endpoint's headers).
+        member: the pool member the next attempt goes to, and ``endpoint``, its endpoint.
+        body: the encoded body for ``endpoint``.
+        headers: the headers for ``endpoint``, without the token of a credential (added per attempt).
+        tried: the members this call's attempts went to (failover prefers the others).
+        wait: the wait before the next attempt, when routing decided it (``None``: the retry policy's).
+        probe: whether the attempt under way is its endpoint's probe.
         observer: what the instrumentation hears about this call.
         attempts: attempts made so far.
         started: when the first attempt started (``time.monotonic()``).
@@ -77,18 +87,25 @@ class Call(Generic[ResponseT, ChunkT]):
     __slots__ = (
         "attempts",
         "body",
+        "deployment",
         "endpoint",
+        "extra_headers",
         "headers",
+        "member",
         "observer",
         "operation",
         "params",
         "payload",
+        "probe",
         "refreshed",
         "request_id",
         "started",
         "stream",
         "ticket",
         "timeout",
+        "tried",
+        "wait",
+        "wants_stream",
     )
 
     def __init__(
@@ -96,55 +113,64 @@ class Call(Generic[ResponseT, ChunkT]):
         operation: Operation[ResponseT, Any],
         payload: Any,
         params: Mapping[str, Any],
-        stream: bool,
-        endpoint: Endpoint,
-        body: bytes,
-        headers: dict[str, str],
+        wants_stream: bool,
         timeout: Timeout,
         request_id: str,
-        observer: CallObserver,
+        deployment: str | None,
+        extra_headers: Mapping[str, str] | None,
     ) -> None:
         self.operation = operation
         self.payload = payload
         self.params = params
-        self.stream = stream
-        self.endpoint = endpoint
-        self.body = body
-        self.headers = headers
+        self.wants_stream = wants_stream
         self.timeout = timeout
         self.request_id = request_id
-        self.observer = observer
+        self.deployment = deployment
+        self.extra_headers = extra_headers
         self.attempts = 0
         self.started = 0.0
         self.refreshed = False  # a rejected token was refreshed once already
         self.ticket: Ticket | None = None
+        self.tried: list[Member] = []
+        self.wait: float | None = None
+        self.probe = False
+        # Set by Pipeline.aim() before anything is sent.
+        self.member: Member
+        self.endpoint: ResolvedEndpoint
+        self.stream: bool
+        self.body: bytes
+        self.headers: dict[str, str]
+        self.observer: CallObserver
 
 
 class Pipeline:
-    """Prepares and sends calls to an endpoint through a transport, with retries and admission control.
+    """Prepares and sends calls through a transport to the endpoints of a router, with retries and admission
+    control.
 
-    One pipeline serves a client; siblings made by ``with_options`` share its transport and limiter.
+    One pipeline serves a client; siblings made by ``with_options`` share its transport and router (so its
+    members' limiters and health).
     """
 
     def __init__(
         self,
         *,
-        endpoint: Endpoint,
+        router: Router,
         transport: AsyncTransport,
-        limiter: RateLimiter,
         retry: RetryPolicy,
         instrumentation: Instrumentation,
     ) -> None:
-        self.endpoint = endpoint
+        self.router = router
+        self.endpoint = router.first.endpoint
         self.transport = transport
-        self.limiter = limiter
         self.retry = retry
         self.instrumentation = instrumentation
         # One id per call: a per-pipeline random prefix plus a counter (cheaper than uuid4 per call). The
         # prefix leaves room for "-" and 15 hex digits of counter within the platform's limit.
         self._id_prefix = uuid.uuid4().hex[: _defaults.MAX_CLIENT_REQUEST_ID - 16]
         self._ids = itertools.count(1)
-        self._describe = f"POST {endpoint.name}"
+        self._describe = (
+            f"POST {self.endpoint.where}" if router.single else f"a call over {len(router.members)} endpoints"
+        )
 
     # --- prepare ----------------------------------------------------------------------------------------
 
@@ -159,28 +185,64 @@ class Pipeline:
         deployment: str | None,
         extra_headers: Mapping[str, str] | None,
     ) -> Call[ResponseT, ChunkT]:
-        """Build the body and headers of a call (nothing is sent; a bad argument raises here).
+        """Choose the endpoint of the first attempt and build the body and headers for it (nothing is sent; a
+        bad argument raises here).
 
         Raises:
-            InvalidRequestError: what the formatter's schema cannot carry, or a bad header or deployment.
+            InvalidRequestError: what the formatter's schema cannot carry (on every endpoint of a pool), or a
+                bad header or deployment.
         """
-        endpoint = self.endpoint
-        build = getattr(endpoint.formatter, operation.build)
-        body = encode_json(build(endpoint.route, payload, params, stream=stream))
         request_id = f"{self._id_prefix}-{next(self._ids):x}"
-        headers = _call_headers(endpoint, request_id, deployment, extra_headers)
-        observer = self.instrumentation.start_call(
-            operation.name, endpoint, params, stream=stream, request_id=request_id
+        call: Call[ResponseT, ChunkT] = Call(
+            operation, payload, params, stream, timeout, request_id, deployment, extra_headers
         )
-        return Call(
-            operation, payload, params, stream, endpoint, body, headers, timeout, request_id, observer
+        router = self.router
+        if router.single:
+            self.aim(call, router.first)
+        else:
+            self._aim_anywhere(call)
+        call.observer = self.instrumentation.start_call(
+            operation.name, call.endpoint, params, stream=call.stream, request_id=request_id
         )
+        return call
+
+    def aim(self, call: Call[Any, Any], member: Member) -> None:
+        """Point ``call`` at ``member``: the body in its family's shape and its headers.
+
+        Raises:
+            InvalidRequestError: the member's family cannot carry this call (its route, or its schema).
+        """
+        endpoint = member.endpoint
+        formatter, route, operation = endpoint.formatter, endpoint.route, call.operation
+        if not getattr(formatter, operation.able)(route):
+            raise getattr(formatter, operation.unable)(route)
+        stream = call.wants_stream and route in formatter.streaming_routes
+        body = getattr(formatter, operation.build)(route, call.payload, call.params, stream=stream)
+        call.body = encode_json(body)
+        call.headers = _call_headers(endpoint, call.request_id, call.deployment, call.extra_headers)
+        call.member, call.endpoint, call.stream = member, endpoint, stream
+
+    def _aim_anywhere(self, call: Call[Any, Any]) -> None:
+        """Aim a call at the best member that can carry it; when none can, raise the first one's reason."""
+        refused: list[Member] = []
+        first_error: InvalidRequestError | None = None
+        while True:
+            member, _ = self.router.choose(refused)
+            if member is None or member in refused:
+                assert first_error is not None
+                raise first_error
+            try:
+                self.aim(call, member)
+                return
+            except InvalidRequestError as exc:
+                first_error = first_error or exc
+                refused.append(member)
 
     # --- send -------------------------------------------------------------------------------------------
 
     async def send(self, call: Call[ResponseT, Any]) -> ResponseT:
         """Send a non-streaming call with retries and return its parsed answer."""
-        attempt = self._once if call.endpoint.auth is None else self._refreshing
+        attempt = self._attempt_of(call)
         try:
             # The happy path is one direct await: retries are set up only after a failure.
             try:
@@ -205,9 +267,13 @@ class Pipeline:
         answer: ResponseT = getattr(endpoint.formatter, call.operation.read)(
             endpoint.route, body, request_id=request_id
         )
+        # Stamped here, not by the formatter (whose hooks know nothing of pools): one C-level store on a
+        # frozen instance the formatter just built.
+        object.__setattr__(answer, "endpoint", call.member.name)
         usage = getattr(answer, "usage", None)
-        if usage is not None and self.limiter.counts_tokens:
-            self.limiter.charge(usage.total_tokens)
+        limiter = call.member.limiter
+        if usage is not None and limiter.counts_tokens:
+            limiter.charge(usage.total_tokens)
         return answer
 
     async def with_retries(
@@ -224,7 +290,15 @@ class Pipeline:
         self, call: Call[Any, Any], attempt: Callable[[Call[Any, Any]], Awaitable[T]], first: AzureMLChatError
     ) -> T:
         try:
-            return await self.retry.call_after(first, lambda: attempt(call), describe=self._describe)
+            if self.router.single:
+                return await self.retry.call_after(first, lambda: attempt(call), describe=self._describe)
+            return await self.retry.call_after(
+                first,
+                lambda: attempt(call),
+                describe=self._describe,
+                decide=lambda exc: self._fail_over(call, exc),
+                wait=lambda exc: call.wait,
+            )
         except AzureMLChatError as exc:
             failure = exc
         note_attempts(failure, call.attempts, time.monotonic() - call.started)
@@ -234,11 +308,53 @@ class Pipeline:
 
     async def attempt(self, call: Call[Any, Any]) -> Response:
         """One attempt of a non-streaming call (twice when a credential's token was rejected)."""
-        return cast(Response, await self._refreshing(call))
+        return cast(Response, await self._attempt_of(call)(call))
 
     async def open(self, call: Call[Any, Any]) -> StreamResponse:
         """One attempt to open a stream; the admission ticket stays in ``call.ticket`` until released."""
-        return cast(StreamResponse, await self._refreshing(call))
+        return cast(StreamResponse, await self._attempt_of(call)(call))
+
+    def _attempt_of(
+        self, call: Call[Any, Any]
+    ) -> Callable[[Call[Any, Any]], Awaitable[Response | StreamResponse]]:
+        """The attempt function for ``call``: on a pool, routed; else the plain one unless a token may need
+        refreshing."""
+        if not self.router.single:
+            return self._routed
+        return self._once if call.endpoint.auth is None else self._refreshing
+
+    def _fail_over(self, call: Call[Any, Any], error: BaseException) -> bool:
+        """Whether a pool's call goes on after ``error``, and where: re-aims the call and sets ``call.wait``.
+
+        What the retry rule retries goes to an untried member at once, else to a tried one after the usual
+        backoff, else (none available) to the one back first, after its cooldown if that is within
+        ``max_retry_after``. A 401/403/404, or a 429 asking more than ``max_retry_after``, goes to an untried
+        member only. Nothing else is retried (400, 413, 422 are the request's fault).
+        """
+        decision = retry_decision(error, max_retry_after=self.retry.max_retry_after)
+        if not (decision.retry or is_endpoint_fault(error) or isinstance(error, RateLimitError)):
+            return False
+        failed = call.member
+        refused: list[Member] = []
+        while True:
+            member, wait = self.router.choose([*call.tried, *refused])
+            if member is None or member in refused:
+                return False
+            fresh = wait == 0.0 and member not in call.tried
+            if not fresh and not decision.retry:
+                return False  # only somewhere it already failed: what the rule does not retry stops here
+            if wait > self.retry.max_retry_after:
+                return False
+            if member is not call.member:
+                try:
+                    self.aim(call, member)
+                except InvalidRequestError:
+                    refused.append(member)  # its family cannot carry this call
+                    continue
+            call.wait = None if wait < 0 else wait
+            if member is not failed:
+                logger.info("Failing over from %s to %s after %s", failed.name, member.name, _outcome(error))
+            return True
 
     # --- one attempt ------------------------------------------------------------------------------------
 
@@ -259,7 +375,7 @@ class Pipeline:
         """Admission, authorization, the transport, the status. The admission ticket is handed back at once,
         except by an open stream, which keeps it in ``call.ticket`` until the stream is released."""
         endpoint = call.endpoint
-        limiter = self.limiter
+        limiter = call.member.limiter
         started = time.monotonic()
         if not call.attempts:
             call.started = started
@@ -295,9 +411,39 @@ class Pipeline:
         call.observer.attempt(call.attempts, endpoint, None)
         return response
 
+    async def _routed(self, call: Call[Any, Any]) -> Response | StreamResponse:
+        """:meth:`_once` on a pool: waits out the chosen member's cooldown (every member was cooling when it
+        was chosen), claims its probe when one is due, and tells its health what the attempt met."""
+        member = call.member
+        health = member.health
+        now = time.monotonic()
+        if health.until > now:
+            await asyncio.sleep(min(health.until - now, self.retry.max_retry_after))
+        call.probe = probe = health.claim(time.monotonic())
+        call.tried.append(member)
+        health.in_flight += 1
+        verdict = False
+        try:
+            response = await self._refreshing(call)
+            verdict = True
+            health.succeeded()
+            _note_headroom(member, response.headers)
+            return response
+        except AzureMLChatError as exc:
+            verdict = True
+            if health.failed(exc, time.monotonic(), probe=probe, retry_after=_cooldown_of(exc)):
+                _log_set_aside(member, exc)
+            raise
+        finally:
+            health.in_flight -= 1
+            if not verdict:
+                health.release(probe)
+
     def _failed(self, call: Call[Any, Any], error: BaseException, started: float) -> None:
+        if isinstance(error, AzureMLChatError):
+            error.endpoint = call.member.name
         if isinstance(error, RateLimitError):
-            self.limiter.throttled(error.retry_after)
+            call.member.limiter.throttled(error.retry_after)
         if logger.isEnabledFor(logging.DEBUG):
             if isinstance(error, APIStatusError):
                 _log_attempt(call, str(error.status_code), started, error.request_id)
@@ -308,10 +454,46 @@ class Pipeline:
     def release(self, call: Call[Any, Any], usage_tokens: int | None) -> None:
         """A stream of ``call`` is done with its connection: hand back its ticket and charge its tokens."""
         ticket, call.ticket = call.ticket, None
+        limiter = call.member.limiter
         if ticket is not None:
-            self.limiter.finish(ticket)
+            limiter.finish(ticket)
         if usage_tokens is not None:
-            self.limiter.charge(usage_tokens)
+            limiter.charge(usage_tokens)
+
+
+def _outcome(error: BaseException) -> str:
+    return f"HTTP {error.status_code}" if isinstance(error, APIStatusError) else type(error).__name__
+
+
+def _cooldown_of(error: AzureMLChatError) -> float | None:
+    """How long a 429 asked its endpoint to be left alone (``Retry-After``, else Azure's reset headers)."""
+    if not isinstance(error, RateLimitError):
+        return None
+    if error.retry_after is not None:
+        return error.retry_after
+    return reset_after(error.headers)
+
+
+def _note_headroom(member: Member, headers: Mapping[str, str]) -> None:
+    """Remember when a member's own rate-limit headers say its quota is spent (routing prefers the others)."""
+    for kind in ("requests", "tokens"):
+        if headers.get(f"x-ratelimit-remaining-{kind}") == "0":
+            wait = reset_after(headers) or _defaults.POOL_THROTTLE_COOLDOWN
+            member.spent_until = time.monotonic() + wait
+            return
+
+
+def _log_set_aside(member: Member, error: AzureMLChatError) -> None:
+    if is_endpoint_fault(error):
+        # Once per episode: the endpoint is set aside for minutes, so this does not repeat per call.
+        logger.warning(
+            "Endpoint %s answered %s: set aside as unhealthy (check its key, deployment and URL); calls go to "
+            "the other endpoints",
+            member.name,
+            _outcome(error),
+        )
+    else:
+        logger.info("Endpoint %s set aside: %s", member.name, member.health.reason)
 
 
 def _log_attempt(call: Call[Any, Any], outcome: str, started: float, request_id: str | None) -> None:
@@ -319,7 +501,7 @@ def _log_attempt(call: Call[Any, Any], outcome: str, started: float, request_id:
     # key or a token; the URL without its query.
     logger.debug(
         "POST %s -> %s in %.1f ms (attempt %d, request id %s)",
-        call.endpoint.name,
+        call.endpoint.where,
         outcome,
         (time.monotonic() - started) * 1000,
         call.attempts,
@@ -356,7 +538,10 @@ async def _stream_status_error(response: StreamResponse, request_id: str) -> Azu
 
 
 def _call_headers(
-    endpoint: Endpoint, request_id: str, deployment: str | None, extra_headers: Mapping[str, str] | None
+    endpoint: ResolvedEndpoint,
+    request_id: str,
+    deployment: str | None,
+    extra_headers: Mapping[str, str] | None,
 ) -> dict[str, str]:
     headers = dict(endpoint.headers)
     headers["x-ms-client-request-id"] = request_id

@@ -38,6 +38,8 @@ class ChatResponse:
         id: the completion id the endpoint reported.
         request_id: the id to quote in a support ticket (``x-request-id``, else our ``x-ms-client-request-id``).
         raw: the parsed JSON body exactly as received; nothing the endpoint sent is lost.
+        endpoint: the name of the endpoint that answered (``Endpoint.name``; for a client over one URL,
+            derived from it). Set by the client; not part of equality.
     """
 
     message: AssistantMessage
@@ -47,6 +49,7 @@ class ChatResponse:
     id: str | None = None
     request_id: str | None = None
     raw: Any = attrs.field(default=None, repr=False, eq=False)
+    endpoint: str | None = attrs.field(default=None, eq=False)
 
     @property
     def content(self) -> str | None:
@@ -106,6 +109,8 @@ class CompletionResponse:
         id: the completion id the endpoint reported.
         request_id: the id to quote in a support ticket (``x-request-id``, else our ``x-ms-client-request-id``).
         raw: the parsed JSON body exactly as received; nothing the endpoint sent is lost.
+        endpoint: the name of the endpoint that answered (``Endpoint.name``; for a client over one URL,
+            derived from it). Set by the client; not part of equality.
     """
 
     text: str
@@ -115,6 +120,7 @@ class CompletionResponse:
     id: str | None = None
     request_id: str | None = None
     raw: Any = attrs.field(default=None, repr=False, eq=False)
+    endpoint: str | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen(kw_only=True)

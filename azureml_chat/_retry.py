@@ -122,10 +122,21 @@ class RetryPolicy:
             return await self.call_after(exc, attempt, describe=describe)
 
     async def call_after(
-        self, exc: AzureMLChatError, attempt: Callable[[], Awaitable[T]], *, describe: str
+        self,
+        exc: AzureMLChatError,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        describe: str,
+        decide: Callable[[BaseException], bool] | None = None,
+        wait: Callable[[BaseException], float | None] | None = None,
     ) -> T:
-        """Go on after a first attempt (made by the caller) failed with ``exc``: raise it, or retry."""
-        if self.max_retries == 0 or not retry_decision(exc, max_retry_after=self.max_retry_after).retry:
+        """Go on after a first attempt (made by the caller) failed with ``exc``: raise it, or retry.
+
+        ``decide`` replaces the retry rule (a pool retries elsewhere what one endpoint cannot answer) and is
+        asked once per failure; ``wait`` may set the wait before the next attempt (``None``: this policy's).
+        """
+        rule = self._should_retry if decide is None else _once_per_failure(decide)
+        if self.max_retries == 0 or not rule(exc):
             raise exc
         first_failure: AzureMLChatError | None = exc
 
@@ -138,10 +149,16 @@ class RetryPolicy:
                 raise failure
             return await attempt()
 
+        def wait_before(state: tenacity.RetryCallState) -> float:
+            failure = state.outcome.exception() if state.outcome is not None else None
+            assert failure is not None  # tenacity only waits after a failed attempt
+            chosen = wait(failure) if wait is not None else None
+            return self.wait_for(failure, state.attempt_number - 1) if chosen is None else chosen
+
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self.max_retries + 1),
-            wait=self._tenacity_wait,
-            retry=tenacity.retry_if_exception(self._should_retry),
+            wait=wait_before,
+            retry=tenacity.retry_if_exception(rule),
             before_sleep=lambda state: _log_retry(state, describe, self.max_retries + 1),
             reraise=True,
         )
@@ -154,10 +171,20 @@ class RetryPolicy:
     def _should_retry(self, exc: BaseException) -> bool:
         return retry_decision(exc, max_retry_after=self.max_retry_after).retry
 
-    def _tenacity_wait(self, state: tenacity.RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        assert exc is not None  # tenacity only waits after a failed attempt
-        return self.wait_for(exc, state.attempt_number - 1)
+
+def _once_per_failure(decide: Callable[[BaseException], bool]) -> Callable[[BaseException], bool]:
+    """``decide``, asked once per failure: the first failure is judged before tenacity starts and again when
+    it is replayed inside tenacity, and a pool's decision moves the call (it must not run twice)."""
+    judged: list[tuple[BaseException, bool]] = []
+
+    def rule(exc: BaseException) -> bool:
+        if judged and judged[0][0] is exc:
+            return judged[0][1]
+        verdict = decide(exc)
+        judged[:] = [(exc, verdict)]
+        return verdict
+
+    return rule
 
 
 def _log_retry(state: tenacity.RetryCallState, describe: str, attempts: int) -> None:

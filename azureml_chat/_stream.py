@@ -42,6 +42,7 @@ class AsyncStream(Generic[ChunkT, ResponseT]):
         self._call: Call[ResponseT, ChunkT] | None = call
         self._operation = call.operation
         self._request_id = call.request_id
+        self._endpoint = call.member.name
         self._max_event_bytes = max_event_bytes
         self._decoder = SSEDecoder(max_event_bytes=max_event_bytes)
         self._response: StreamResponse | None = None
@@ -60,6 +61,11 @@ class AsyncStream(Generic[ChunkT, ResponseT]):
         """The server's ``x-request-id`` once the stream is open, else our client request id."""
         return self._request_id
 
+    @property
+    def endpoint(self) -> str:
+        """The name of the endpoint the stream came from (once open; before, the one it is aimed at)."""
+        return self._endpoint
+
     def final_response(self) -> ResponseT:
         """The whole answer, aggregated from every chunk.
 
@@ -68,7 +74,12 @@ class AsyncStream(Generic[ChunkT, ResponseT]):
         """
         if not self._finished or self._ready or self._events:
             raise RuntimeError("the stream is not finished: read it to the end before final_response()")
-        return self._accumulator.response(request_id=self._request_id)
+        return self._answer()
+
+    def _answer(self) -> ResponseT:
+        answer = self._accumulator.response(request_id=self._request_id)
+        object.__setattr__(answer, "endpoint", self._endpoint)  # as Pipeline.read stamps a whole answer
+        return answer
 
     def __aiter__(self) -> Self:
         return self
@@ -131,19 +142,22 @@ class AsyncStream(Generic[ChunkT, ResponseT]):
     async def _open(self) -> None:
         call = self._call
         assert call is not None
-        pipeline = self._pipeline
-        if call.stream:
-            await pipeline.with_retries(call, self._attempt)
-        else:
-            # The route cannot stream (classic /score): a plain call, whose whole answer is one chunk.
-            answer = pipeline.read(call, await pipeline.with_retries(call, pipeline.attempt))
-            self._request_id = getattr(answer, "request_id", None) or self._request_id
-            self._ready.append(self._operation.whole_chunk(answer))
-            self._finished = True
+        await self._pipeline.with_retries(call, self._attempt)
+        self._endpoint = call.member.name
         self._opened = True
 
     async def _attempt(self, call: Call[ResponseT, ChunkT]) -> None:
-        """Open the stream and read up to its first chunk; a broken connection before then is retryable."""
+        """Open the stream and read up to its first chunk; a broken connection before then is retryable.
+
+        Where the attempt's endpoint cannot stream (classic ``/score``; a pool may mix routes), it is a plain
+        call whose whole answer is one chunk.
+        """
+        if not call.stream:
+            answer = self._pipeline.read(call, await self._pipeline.attempt(call))
+            self._request_id = getattr(answer, "request_id", None) or self._request_id
+            self._ready.append(self._operation.whole_chunk(answer))
+            self._finished = True
+            return
         response = await self._pipeline.open(call)
         self._response = response
         self._decoder = SSEDecoder(max_event_bytes=self._max_event_bytes)
@@ -233,14 +247,14 @@ class AsyncStream(Generic[ChunkT, ResponseT]):
         if call is None:
             return
         if isinstance(error, AzureMLChatError):
-            # A failure after the stream opened still counts the attempts it took to open it.
+            # A failure after the stream opened still counts the attempts it took to open it, and names
+            # the endpoint it came from.
             error.attempts = call.attempts
+            error.endpoint = call.member.name
         usage = self._accumulator.usage
         self._pipeline.release(call, usage.total_tokens if usage is not None and call.stream else None)
         finished = self._finished and not self._ready and not self._events and error is None
-        call.observer.end(
-            self._accumulator.response(request_id=self._request_id) if finished else None, error
-        )
+        call.observer.end(self._answer() if finished else None, error)
 
 
 class AsyncChatStream(AsyncStream[ChatChunk, ChatResponse]):

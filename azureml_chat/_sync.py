@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, Self, Unpack, overload
 
 import aiohttp
@@ -22,6 +22,7 @@ from ._auth import DEFAULT_SCOPE
 from ._batch import Conversation
 from ._client import AsyncChatClient, langchain_module
 from ._config import Secret, Timeout
+from ._endpoint import Endpoint
 from ._errors import AzureMLChatError, ClientClosedError, ConfigurationError
 from ._loop_thread import Call, LoopThread
 from ._messages import Message
@@ -29,6 +30,7 @@ from ._options import ClientOptions
 from ._ratelimit import RateLimit
 from ._responses import ChatResponse, CompletionResponse
 from ._retry import RetryPolicy
+from ._router import EndpointStatus
 from ._sync_views import ChatStream, Closing, CompletionStream, SyncBatchResults
 from ._transport import AsyncTransport
 from .formatters import ContentFormatter
@@ -122,6 +124,7 @@ class Client(Closing):
         endpoint_url: str | None = None,
         api_key: str | Secret | None = None,
         *,
+        endpoints: Sequence[Endpoint] | None = None,
         endpoint_type: str | None = None,
         formatter: str | ContentFormatter | None = None,
         deployment: str | None = None,
@@ -173,6 +176,10 @@ class Client(Closing):
     def async_client(self) -> AsyncChatClient:
         """The :class:`AsyncChatClient` this facade drives (it lives on the facade's own loop)."""
         return self._async
+
+    def endpoint_status(self) -> dict[str, EndpointStatus]:
+        """Each endpoint's standing, by name; see :meth:`AsyncChatClient.endpoint_status`."""
+        return self._async.endpoint_status()
 
     def with_options(self, **changes: Unpack[ClientOptions]) -> Self:
         """A sibling client: this one's configuration with ``changes``; see

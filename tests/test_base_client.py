@@ -43,7 +43,7 @@ async def test_a_sibling_shares_the_pool_and_the_limiter() -> None:
     async with AsyncChatClient(URL, "key", rate_limit=RateLimit(max_concurrency=2)) as client:
         sibling = client.with_options(timeout=5)
         assert client._pipeline.transport is sibling._pipeline.transport
-        assert client._pipeline.limiter is sibling._pipeline.limiter
+        assert client._pipeline.router.first.limiter is sibling._pipeline.router.first.limiter
 
 
 async def test_a_sibling_with_its_own_rate_limit_or_pool_gets_its_own() -> None:
@@ -51,7 +51,7 @@ async def test_a_sibling_with_its_own_rate_limit_or_pool_gets_its_own() -> None:
     async with AsyncChatClient(URL, "key") as client:
         paced = client.with_options(rate_limit=RateLimit(requests_per_minute=60))
         sized = client.with_options(max_connections=4)
-        assert client._pipeline.limiter is not paced._pipeline.limiter
+        assert client._pipeline.router.first.limiter is not paced._pipeline.router.first.limiter
         assert client._pipeline.transport is not sized._pipeline.transport
         await sized.aclose()
 

@@ -776,7 +776,7 @@ def test_from_client_siblings_share_its_rate_limiter(emu: Emulator) -> None:
     finally:
         llm.close()
     assert [False, False] == [sibling is client for sibling in siblings]
-    assert [True, True] == [sibling._pipeline.limiter is client._pipeline.limiter for sibling in siblings]
+    assert [True, True] == [sibling._pipeline.router.first.limiter is client._pipeline.router.first.limiter for sibling in siblings]
 
 
 async def test_client_rate_limit_holds_across_the_models_loops(emu: Emulator) -> None:
@@ -808,7 +808,7 @@ def test_model_clients_have_their_own_connection_pools(make_model: Callable[...,
     transports = [client._pipeline.transport for client in (template, *clients)]
     assert isinstance(transports[0], AiohttpTransport)
     assert 3 == len({id(transport) for transport in transports})
-    assert [True, True] == [client._pipeline.limiter is template._pipeline.limiter for client in clients]
+    assert [True, True] == [client._pipeline.router.first.limiter is template._pipeline.router.first.limiter for client in clients]
 
 
 def test_a_transport_the_user_passed_is_shared_and_left_open() -> None:

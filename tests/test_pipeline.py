@@ -18,7 +18,7 @@ from azureml_chat import (
     StreamError,
     UserMessage,
 )
-from azureml_chat._endpoint import Endpoint
+from azureml_chat._endpoint import ResolvedEndpoint
 from azureml_chat._transport import Request
 from azureml_chat.testing import MockResponse, MockTransport, fast_retry
 
@@ -180,12 +180,12 @@ class Recorder:
         self.events: list[tuple[Any, ...]] = []
 
     def start_call(
-        self, operation: str, endpoint: Endpoint, params: Mapping[str, Any], *, stream: bool, request_id: str
+        self, operation: str, endpoint: ResolvedEndpoint, params: Mapping[str, Any], *, stream: bool, request_id: str
     ) -> Recorder:
         self.events.append(("start", operation, dict(params), stream))
         return self
 
-    def attempt(self, number: int, endpoint: Endpoint, error: BaseException | None) -> None:
+    def attempt(self, number: int, endpoint: ResolvedEndpoint, error: BaseException | None) -> None:
         self.events.append(("attempt", number, type(error).__name__ if error else None))
 
     def first_chunk(self) -> None:

@@ -232,7 +232,7 @@ async def test_a_stream_charges_its_usage_once_read() -> None:
     async for base in serve({"/v1/chat/completions": one_write}):
         limit = RateLimit(tokens_per_minute=60_000)  # refills 1,000 tokens/s: 500 spent is plainly visible
         async with AsyncChatClient(base + "/v1/chat/completions", KEY, rate_limit=limit) as client:
-            bucket = client._pipeline.limiter._store._tokens  # type: ignore[attr-defined]
+            bucket = client._pipeline.router.first.limiter._store._tokens  # type: ignore[attr-defined]
             assert bucket is not None
             async with client.stream(HI) as stream:
                 async for _ in stream:

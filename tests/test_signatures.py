@@ -26,6 +26,7 @@ TWINS = {
     "stream_complete": "stream_complete",
     "with_options": "with_options",
     "to_langchain": "to_langchain",
+    "endpoint_status": "endpoint_status",
     "close": "aclose",
 }
 
