@@ -43,6 +43,7 @@ from azureml_chat import (
     AuthenticationError,
     ChatResponse,
     Client,
+    Endpoint,
     ImagePart,
     InvalidRequestError,
     RateLimit,
@@ -277,6 +278,7 @@ def test_response_becomes_ai_message_with_metadata() -> None:
         id="cmpl-1",
         request_id="req-1",
         raw={"system_fingerprint": "fp-1"},
+        endpoint="llama-eastus",
     )
     message = ai_message(response, model_name=None)
     assert [("f", {"a": 1})] == calls_of(message)
@@ -287,6 +289,7 @@ def test_response_becomes_ai_message_with_metadata() -> None:
         "model_provider": "azureml",
         "model_name": "m-1",
         "system_fingerprint": "fp-1",
+        "endpoint": "llama-eastus",
     }
     assert expected_metadata == message.response_metadata
 
@@ -728,6 +731,37 @@ async def test_from_client_with_a_session_calls_through_it_and_leaves_it_open(em
     assert ("You said: hi", [emu.chat_url], True) == (answer.content, sent, still_open)
 
 
+def test_a_model_over_several_endpoints_fails_over_in_sync_and_async_calls(emu: Emulator) -> None:
+    """endpoints=[...]: a failing first endpoint's calls go to the fallback, named in response_metadata, from
+    invoke and from ainvoke in a new loop alike."""
+    emu.add_fault("status=503,times=2")
+    with EmulatorThread(Emulator(KEY)) as fallback:
+        llm = AzureMLChatModel(
+            endpoints=[
+                Endpoint(emu.chat_url, KEY, name="main"),
+                Endpoint(fallback.chat_url, KEY, name="backup", priority=1),
+            ],
+            max_retries=1,
+        )
+        try:
+            first = llm.invoke("one")
+            second = asyncio.run(llm.ainvoke("two"))
+        finally:
+            llm.close()
+        answered = [request.body["messages"][-1]["content"] for request in fallback.requests]
+    assert ("You said: one", "backup") == (first.content, first.response_metadata["endpoint"])
+    assert ("You said: two", "backup") == (second.content, second.response_metadata["endpoint"])
+    assert ["one", "two"] == answered
+    assert [503, 503] == [request.status for request in emu.requests]
+    assert (None, None) == (llm.endpoint_url, llm.api_key)
+
+
+def test_a_model_refuses_endpoints_with_an_endpoint_url(emu: Emulator) -> None:
+    """endpoints= and endpoint_url= together are a validation error naming both."""
+    with pytest.raises(ValidationError, match="endpoints="):
+        AzureMLChatModel(endpoints=[Endpoint(emu.chat_url, KEY)], endpoint_url=emu.chat_url)
+
+
 def test_from_client_refuses_connection_fields(emu: Emulator) -> None:
     """Connection settings come from the client; passing them to from_client is a TypeError."""
     client = AsyncChatClient(emu.chat_url, KEY)
@@ -776,7 +810,10 @@ def test_from_client_siblings_share_its_rate_limiter(emu: Emulator) -> None:
     finally:
         llm.close()
     assert [False, False] == [sibling is client for sibling in siblings]
-    assert [True, True] == [sibling._pipeline.router.first.limiter is client._pipeline.router.first.limiter for sibling in siblings]
+    assert [True, True] == [
+        sibling._pipeline.router.first.limiter is client._pipeline.router.first.limiter
+        for sibling in siblings
+    ]
 
 
 async def test_client_rate_limit_holds_across_the_models_loops(emu: Emulator) -> None:
@@ -808,7 +845,9 @@ def test_model_clients_have_their_own_connection_pools(make_model: Callable[...,
     transports = [client._pipeline.transport for client in (template, *clients)]
     assert isinstance(transports[0], AiohttpTransport)
     assert 3 == len({id(transport) for transport in transports})
-    assert [True, True] == [client._pipeline.router.first.limiter is template._pipeline.router.first.limiter for client in clients]
+    assert [True, True] == [
+        client._pipeline.router.first.limiter is template._pipeline.router.first.limiter for client in clients
+    ]
 
 
 def test_a_transport_the_user_passed_is_shared_and_left_open() -> None:

@@ -183,15 +183,15 @@ def _sibling_options(template: AsyncChatClient) -> ClientOptions:
     one loop), and with what it read from the ``AZUREML_*`` variables pinned, so later changes to the
     environment cannot set the siblings apart from it."""
     endpoint = template._endpoint
-    options: ClientOptions = {
-        **template._options,
-        "endpoint_url": endpoint.url,
-        "endpoint_type": endpoint.endpoint_type,
-        "formatter": endpoint.formatter,
-        "deployment": endpoint.deployment,
-        "api_key": endpoint.api_key,
-        "timeout": template._config.timeout,
-    }
+    options: ClientOptions = {**template._options, "timeout": template._config.timeout}
+    if options.get("endpoints") is None:
+        options["endpoint_url"] = endpoint.url
+        options["endpoint_type"] = endpoint.endpoint_type
+        options["formatter"] = endpoint.formatter
+        options["deployment"] = endpoint.deployment
+        options["api_key"] = endpoint.api_key
+    # else every endpoint is spelled out (nothing came from the environment), and the siblings share the
+    # template's router: one health and one set of limiters across the model's loops.
     options.pop("session", None)
     return options
 

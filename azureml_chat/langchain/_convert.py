@@ -225,13 +225,16 @@ def usage_metadata(usage: Usage | None) -> UsageMetadata | None:
 def response_metadata(
     response: ChatResponse, *, request_id: str | None, model_name: str | None
 ) -> dict[str, Any]:
-    """``finish_reason``, ``model_name`` (the endpoint's, else the configured one), ``request_id`` and the
-    provider; plus ``system_fingerprint`` when the endpoint sent one."""
+    """``finish_reason``, ``model_name`` (the endpoint's, else the configured one), ``request_id``, the
+    provider and the ``endpoint`` that answered (its name); plus ``system_fingerprint`` when the endpoint sent
+    one."""
     metadata: dict[str, Any] = {
         "finish_reason": response.finish_reason,
         "request_id": request_id,
         "model_provider": MODEL_PROVIDER,
     }
+    if response.endpoint is not None:
+        metadata["endpoint"] = response.endpoint
     model = response.model or model_name
     if model:
         metadata["model_name"] = model

@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from .._client import AsyncChatClient
 from .._config import Secret, Timeout
+from .._endpoint import Endpoint
 from .._errors import ConfigurationError
 from .._options import ClientOptions
 from .._retry import RetryPolicy
@@ -85,6 +86,10 @@ class AzureMLChatModel(BaseChatModel):
 
     endpoint_url: str | None = None
     """The scoring URL; default ``AZUREML_ENDPOINT_URL``."""
+    endpoints: list[Endpoint] | None = Field(default=None, exclude=True)
+    """Several endpoints instead of ``endpoint_url`` (routing, failover; see ``AsyncChatClient``): then
+    ``endpoint_url``, ``api_key``, ``endpoint_type``, ``formatter``, ``deployment`` and ``credential`` go on
+    each ``Endpoint``."""
     api_key: SecretStr | None = None
     """The endpoint key; default ``AZUREML_ENDPOINT_API_KEY``."""
     endpoint_type: str | None = None
@@ -135,17 +140,22 @@ class AzureMLChatModel(BaseChatModel):
         # so it surfaces as a pydantic ValidationError, as LangChain users expect. The client built here is
         # the pool's template: every client the model uses is its sibling.
         template = AsyncChatClient(**self._client_arguments())
+        for member in template._pipeline.router.members:
+            endpoint = member.endpoint
+            if not endpoint.formatter.can_chat(endpoint.route):
+                raise ConfigurationError(
+                    f"endpoint_url must end with a chat route for AzureMLChatModel: formatter "
+                    f"{endpoint.formatter.name!r} completes text on {endpoint.url!r} and cannot chat there "
+                    "(use AsyncChatClient.complete() for text completion)"
+                )
         endpoint = template._endpoint
-        if not endpoint.formatter.can_chat(endpoint.route):
-            raise ConfigurationError(
-                f"endpoint_url must end with a chat route for AzureMLChatModel: formatter "
-                f"{endpoint.formatter.name!r} completes text on {endpoint.url!r} and cannot chat there "
-                "(use AsyncChatClient.complete() for text completion)"
+        if self.endpoints is None:
+            self.endpoint_url = endpoint.url
+            self.endpoint_type = endpoint.endpoint_type
+            self.deployment = endpoint.deployment
+            self.api_key = (
+                None if endpoint.api_key is None else SecretStr(endpoint.api_key.get_secret_value())
             )
-        self.endpoint_url = endpoint.url
-        self.endpoint_type = endpoint.endpoint_type
-        self.deployment = endpoint.deployment
-        self.api_key = None if endpoint.api_key is None else SecretStr(endpoint.api_key.get_secret_value())
         self._pool = ClientPool(template, borrowed=False)
         self._formatter = endpoint.formatter
         self._route = endpoint.route
