@@ -106,7 +106,8 @@ def parse_line(raw: bytes, line: int) -> Job | None:
 
 
 def summary(response: ChatResponse) -> Record:
-    """An answer as ``azureml-chat chat --json`` prints it: content, finish reason, token counts, request id.
+    """An answer as ``azureml-chat chat --json`` prints it: content, finish reason, token counts, request id,
+    and the name of the endpoint that answered.
 
     The token counts have the fields of :class:`~azureml_chat.Usage` (``prompt_tokens``,
     ``completion_tokens``, ``total_tokens``), so the CLI's output reads like the Python API.
@@ -117,6 +118,7 @@ def summary(response: ChatResponse) -> Record:
         "finish_reason": response.finish_reason,
         "usage": None if usage is None else attrs.asdict(usage),
         "request_id": response.request_id,
+        "endpoint": response.endpoint,
     }
 
 

@@ -22,6 +22,7 @@ from .._config import ENV_TIMEOUT
 from .._endpoint import ENV_DEPLOYMENT, ENV_KEY, ENV_TYPE, ENV_URL, resolve_url
 from .._errors import ConfigurationError
 from ..formatters import Route
+from ._endpoints import EndpointsFileError, read_endpoints
 from ._types import chat_families, chat_family, finite, seconds, whole
 
 __all__ = [
@@ -110,6 +111,13 @@ def add_endpoint_options(parser: argparse.ArgumentParser) -> None:
         type=chat_family,
         metavar="FAMILY",
         help=f"model family: {', '.join(chat_families())} (default: llama on /score, else openai)",
+    )
+    parser.add_argument(
+        "--endpoints",
+        metavar="FILE",
+        help="several endpoints instead of --url: a JSON list of "
+        '{"url": ..., "key_env": VAR or "key": ..., "name", "weight", "priority", "deployment", "formatter"}; '
+        "calls go to the lowest priority with a healthy endpoint and fail over to the others",
     )
 
 
@@ -201,6 +209,8 @@ def make_client(args: argparse.Namespace, **options: Any) -> AsyncChatClient:
         UsageError: a missing or bad setting, named by its flag or variable.
     """
     env = os.environ
+    if getattr(args, "endpoints", None):
+        return _pool_client(args, env, options)
     try:
         _check_endpoint(args, env)
         return AsyncChatClient(
@@ -214,6 +224,24 @@ def make_client(args: argparse.Namespace, **options: Any) -> AsyncChatClient:
         )
     except ConfigurationError as exc:
         raise UsageError(cli_message(str(exc), args, env)) from None
+
+
+def _pool_client(
+    args: argparse.Namespace, env: Mapping[str, str], options: dict[str, Any]
+) -> AsyncChatClient:
+    """The client over the endpoints ``--endpoints FILE`` lists (the single-endpoint flags go in the file)."""
+    clashes = [option.flag for option in OPTIONS[:5] if getattr(args, option.dest, None) is not None]
+    if clashes:
+        raise UsageError(
+            f"pass --endpoints or {', '.join(clashes)}, not both: with several endpoints, each entry of the "
+            "file gives its own url, key, deployment and formatter"
+        )
+    try:
+        return AsyncChatClient(endpoints=read_endpoints(args.endpoints, env), timeout=args.timeout, **options)
+    except EndpointsFileError as exc:
+        raise UsageError(str(exc)) from None
+    except ConfigurationError as exc:
+        raise UsageError(f"--endpoints {args.endpoints}: {exc}") from None
 
 
 def sampling_params(args: argparse.Namespace) -> dict[str, Any]:
