@@ -180,7 +180,13 @@ class Recorder:
         self.events: list[tuple[Any, ...]] = []
 
     def start_call(
-        self, operation: str, endpoint: ResolvedEndpoint, params: Mapping[str, Any], *, stream: bool, request_id: str
+        self,
+        operation: str,
+        endpoint: ResolvedEndpoint,
+        params: Mapping[str, Any],
+        *,
+        stream: bool,
+        request_id: str,
     ) -> Recorder:
         self.events.append(("start", operation, dict(params), stream))
         return self

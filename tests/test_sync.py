@@ -397,7 +397,10 @@ def test_with_options_shares_the_loop_pool_and_limiter(emu: Emulator) -> None:
         assert ANSWER_OF_HI == sibling.chat(HI).content
         assert sibling._loop() is parent._loop()
         assert sibling.async_client._pipeline.transport is parent.async_client._pipeline.transport
-        assert sibling.async_client._pipeline.router.first.limiter is parent.async_client._pipeline.router.first.limiter
+        assert (
+            sibling.async_client._pipeline.router.first.limiter
+            is parent.async_client._pipeline.router.first.limiter
+        )
         assert ("default", None) == (sibling.async_client.deployment, parent.async_client.deployment)
         assert "default" == emu.requests[-1].headers["azureml-model-deployment"]
 

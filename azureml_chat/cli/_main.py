@@ -28,7 +28,7 @@ from ._options import (
     make_client,
     sampling_params,
 )
-from ._types import family, port
+from ._types import family, port, whole
 
 __all__ = ["main"]
 
@@ -59,7 +59,19 @@ def _parser() -> argparse.ArgumentParser:
 
     emulator = commands.add_parser("emulator", help="serve the emulator until Ctrl-C")
     emulator.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    emulator.add_argument("--port", type=port, default=8000, help="port (default: 8000; 0 picks a free one)")
+    emulator.add_argument(
+        "--port",
+        type=port,
+        default=8000,
+        help="port (default: 8000; 0 picks a free one); several instances use PORT, PORT+1, ...",
+    )
+    emulator.add_argument(
+        "--instances",
+        type=whole(1),
+        default=1,
+        metavar="N",
+        help="serve N independent emulators, each with its own port, faults and request log (default: 1)",
+    )
     emulator.add_argument(
         "--key", default="emulator-key", help="the key clients must send (default: emulator-key)"
     )
@@ -75,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
         type=_fault,
         default=[],
         metavar="SPEC",
-        help="inject a fault, e.g. 'status=503,times=2' or 'latency=0.5'",
+        help="inject a fault, e.g. 'status=503,times=2' or 'latency=0.5'; repeatable. With --instances, "
+        "'2:status=503' is for instance 2 only (numbered from 1); a fault without 'N:' is for every instance",
     )
 
     chat = commands.add_parser("chat", help="one prompt (streamed), or an interactive session with no prompt")
@@ -167,11 +180,13 @@ async def _demo(out: TextIO) -> int:
 
 
 def _fault(spec: str) -> str:
-    """An argparse type: a fault spec the emulator accepts (checked here, so a typo exits 2)."""
-    from ..emulator import FaultSpecError, parse_faults
+    """An argparse type: a fault spec, with an optional ``N:`` instance prefix, the emulator accepts (checked
+    here, so a typo exits 2; the instance's range once ``--instances`` is known, in :func:`_serve`)."""
+    from ..emulator import FaultSpecError
+    from ..emulator._instances import split_instance
 
     try:
-        parse_faults(spec)
+        split_instance(spec)
     except FaultSpecError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return spec
@@ -179,9 +194,26 @@ def _fault(spec: str) -> str:
 
 def _serve(args: argparse.Namespace) -> int:
     from ..emulator import EmulatorError, serve
+    from ..emulator._instances import instance_ports, split_instance
 
+    count = args.instances
+    for spec in args.fault:
+        instance, _ = split_instance(spec)
+        if instance is not None and instance > count:
+            raise UsageError(f"--fault {spec!r} is for instance {instance}, but --instances is {count}")
     try:
-        serve(host=args.host, port=args.port, key=args.key, family=args.family, faults=args.fault)
+        instance_ports(args.port, count)
+    except ValueError as exc:
+        raise UsageError(f"--port with --instances: {exc}") from None
+    try:
+        serve(
+            host=args.host,
+            port=args.port,
+            key=args.key,
+            family=args.family,
+            faults=args.fault,
+            instances=count,
+        )
     except EmulatorError as exc:  # a taken port, an unknown host
         print(f"azureml-chat: error: {exc}", file=sys.stderr)
         return 1
