@@ -75,7 +75,7 @@ class Health:
 
         Call only when :meth:`available`.
         """
-        if self.probe_due and now >= self.until:
+        if self.probe_due and not self.probing and now >= self.until:
             self.probing = True
             return True
         return False
@@ -85,15 +85,22 @@ class Health:
         if probe:
             self.probing = False
 
-    def succeeded(self) -> None:
-        """An answer came back: the endpoint is healthy again, its counters reset."""
+    def succeeded(self, *, probe: bool) -> None:
+        """An answer came back: the endpoint is healthy again, its counters reset.
+
+        Once the endpoint is set aside only its probe brings it back: an answer to a call sent before then
+        (a 429's neighbours in flight) says nothing about the quota or the fault that set it aside.
+        """
+        if self.probe_due and not probe:
+            return
         self.failures = self.opened = 0
         self.until = 0.0
         self.probe_due = self.probing = False
         self.reason = None
 
     def failed(self, error: BaseException, now: float, *, probe: bool, retry_after: float | None) -> bool:
-        """Record what an attempt here met; returns whether the endpoint was set aside by it.
+        """Record what an attempt here met; returns whether it set the endpoint aside anew (for the one log line
+        per episode: not when calls already in flight meet what set it aside).
 
         ``probe``: the attempt was this endpoint's probe. ``retry_after``: the wait a 429 asked for, if any.
         """
@@ -101,20 +108,25 @@ class Health:
             self.probing = False
         if isinstance(error, RateLimitError):
             wait = retry_after if retry_after is not None else _defaults.POOL_THROTTLE_COOLDOWN
-            return self._set_aside(now + wait, "throttled (429)")
+            return self._set_aside(now + wait, "throttled (429)", probe)
         if isinstance(error, APIStatusError) and is_endpoint_fault(error):
-            return self._set_aside(now + _defaults.UNHEALTHY_COOLDOWN, f"unhealthy ({error.status_code})")
+            return self._set_aside(
+                now + _defaults.UNHEALTHY_COOLDOWN, f"unhealthy ({error.status_code})", probe
+            )
         if not is_failure(error):
             return False  # the request's fault (400, 413, 422 ...): says nothing about the endpoint
         self.failures += 1
-        if self.failures < _defaults.FAILURES_TO_OPEN and not self.probe_due:
+        if self.probe_due and not probe:
+            return False  # sent before it was set aside: only its probe's failure reopens (and doubles)
+        if self.failures < _defaults.FAILURES_TO_OPEN and not probe:
             return False
         cooldown = min(_defaults.CIRCUIT_COOLDOWN * 2.0**self.opened, _defaults.CIRCUIT_COOLDOWN_CAP)
         self.opened += 1
-        return self._set_aside(now + cooldown, f"circuit open after {self.failures} failures")
+        return self._set_aside(now + cooldown, f"circuit open after {self.failures} failures", probe)
 
-    def _set_aside(self, until: float, reason: str) -> bool:
+    def _set_aside(self, until: float, reason: str, probe: bool) -> bool:
+        anew = probe or not self.probe_due or reason != self.reason
         self.until = max(self.until, until)
         self.probe_due = True
         self.reason = reason
-        return True
+        return anew

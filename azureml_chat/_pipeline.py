@@ -78,6 +78,7 @@ class Call(Generic[ResponseT, ChunkT]):
         tried: the members this call's attempts went to (failover prefers the others).
         wait: the wait before the next attempt, when routing decided it (``None``: the retry policy's).
         probe: whether the attempt under way is its endpoint's probe.
+        holding: on a pool, the member of an open stream (counted in flight until the stream is released).
         observer: what the instrumentation hears about this call.
         attempts: attempts made so far.
         started: when the first attempt started (``time.monotonic()``).
@@ -91,6 +92,7 @@ class Call(Generic[ResponseT, ChunkT]):
         "endpoint",
         "extra_headers",
         "headers",
+        "holding",
         "member",
         "observer",
         "operation",
@@ -134,6 +136,7 @@ class Call(Generic[ResponseT, ChunkT]):
         self.tried: list[Member] = []
         self.wait: float | None = None
         self.probe = False
+        self.holding: Member | None = None  # an open stream's member, whose in-flight count it holds
         # Set by Pipeline.aim() before anything is sent.
         self.member: Member
         self.endpoint: ResolvedEndpoint
@@ -228,7 +231,7 @@ class Pipeline:
         first_error: InvalidRequestError | None = None
         while True:
             member, _ = self.router.choose(refused)
-            if member is None or member in refused:
+            if member in refused:
                 assert first_error is not None
                 raise first_error
             try:
@@ -338,7 +341,7 @@ class Pipeline:
         refused: list[Member] = []
         while True:
             member, wait = self.router.choose([*call.tried, *refused])
-            if member is None or member in refused:
+            if member in refused:
                 return False
             fresh = wait == 0.0 and member not in call.tried
             if not fresh and not decision.retry:
@@ -422,12 +425,14 @@ class Pipeline:
         call.probe = probe = health.claim(time.monotonic())
         call.tried.append(member)
         health.in_flight += 1
-        verdict = False
+        verdict = counted = False
         try:
             response = await self._refreshing(call)
             verdict = True
-            health.succeeded()
+            health.succeeded(probe=probe)
             _note_headroom(member, response.headers)
+            if call.stream:
+                call.holding, counted = member, True  # in flight until release()
             return response
         except AzureMLChatError as exc:
             verdict = True
@@ -435,7 +440,8 @@ class Pipeline:
                 _log_set_aside(member, exc)
             raise
         finally:
-            health.in_flight -= 1
+            if not counted:
+                health.in_flight -= 1
             if not verdict:
                 health.release(probe)
 
@@ -451,14 +457,25 @@ class Pipeline:
                 _log_attempt(call, type(error).__name__, started, None)
         call.observer.attempt(call.attempts, call.endpoint, error)
 
-    def release(self, call: Call[Any, Any], usage_tokens: int | None) -> None:
-        """A stream of ``call`` is done with its connection: hand back its ticket and charge its tokens."""
+    def release(
+        self, call: Call[Any, Any], usage_tokens: int | None, *, broke: AzureMLChatError | None = None
+    ) -> None:
+        """A stream of ``call`` is done with its connection: hand back its ticket and charge its tokens.
+
+        ``broke``: the stream broke before its first chunk, a connection failure of its endpoint (on a pool,
+        its health hears it; the call fails over).
+        """
         ticket, call.ticket = call.ticket, None
         limiter = call.member.limiter
         if ticket is not None:
             limiter.finish(ticket)
         if usage_tokens is not None:
             limiter.charge(usage_tokens)
+        holding, call.holding = call.holding, None
+        if holding is not None:
+            holding.health.in_flight -= 1
+            if broke is not None:
+                holding.health.failed(broke, time.monotonic(), probe=False, retry_after=None)
 
 
 def _outcome(error: BaseException) -> str:

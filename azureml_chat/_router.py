@@ -89,12 +89,12 @@ class Router:
         self._rng = rng
         self._priorities = sorted({member.priority for member in self.members})
 
-    def choose(self, tried: Collection[Member], now: float | None = None) -> tuple[Member | None, float]:
+    def choose(self, tried: Collection[Member], now: float | None = None) -> tuple[Member, float]:
         """The member for the next attempt and how long to wait before it.
 
         ``(untried member, 0.0)`` when one is available; ``(tried member, -1.0)`` when only tried ones are
         (the caller backs off as for any retry); ``(member, seconds)`` when none is available, the one back
-        first; ``(None, 0.0)`` when no member may be used at all (every one excluded by ``tried``).
+        first (whether tried or not).
         """
         if self.single:
             return self.first, -1.0 if tried else 0.0

@@ -171,10 +171,10 @@ class AsyncStream(Generic[ChunkT, ResponseT]):
                     self._parse_next_event()
                 else:
                     await self._read_more(before_first_chunk=True)
-        except APIConnectionError:
+        except APIConnectionError as exc:
             self._response = None
             response.close()
-            self._pipeline.release(call, None)
+            self._pipeline.release(call, None, broke=exc)
             raise
 
     async def _read_whole_json(self, response: StreamResponse) -> None:
