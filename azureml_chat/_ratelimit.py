@@ -313,3 +313,9 @@ class RateLimiter:
     def in_flight(self) -> int:
         """Requests admitted with a concurrency slot and not yet finished."""
         return self._in_flight
+
+    def has_room(self) -> bool:
+        """Whether a request would be admitted without waiting for a cooldown or a concurrency slot (a pool
+        prefers endpoints with room). Asks the store, takes nothing from the budgets."""
+        limit = self.limit.max_concurrency
+        return not self._probing and self._store.quiet() and (limit is None or self._in_flight < limit)

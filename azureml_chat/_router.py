@@ -7,8 +7,9 @@ rate limiter's cooldown is the only pause after a 429).
 With several members:
 
 1. **Choice.** The lowest ``priority`` value with an available member wins; within it, a weighted random
-   choice (``weight``), among the members whose last answer did not say their quota is spent
-   (``x-ratelimit-remaining-requests`` or ``-tokens`` at 0) when there are any.
+   choice (``weight``), among the members with headroom when there are any: whose last answer did not say
+   their quota is spent (``x-ratelimit-remaining-requests`` or ``-tokens`` at 0), and whose own limiter
+   would admit a request at once (no cooldown, a free concurrency slot).
 2. **Failover.** After a retryable failure the next attempt goes at once to the best-ranked member the call
    has not tried yet. When every available member was tried, it goes to one of them after the usual backoff;
    when none is available, to the one that comes back first, after waiting for it (up to ``max_retry_after``).
@@ -120,7 +121,9 @@ class Router:
         return soonest, max(0.0, soonest.health.until - now)
 
     def _weighted(self, candidates: list[Member], now: float) -> Member:
-        with_room = [member for member in candidates if member.spent_until <= now]
+        with_room = [
+            member for member in candidates if member.spent_until <= now and member.limiter.has_room()
+        ]
         pool = with_room or candidates
         if len(pool) == 1:
             return pool[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -26,6 +27,7 @@ from azureml_chat import (
     ConfigurationError,
     Endpoint,
     InternalServerError,
+    RateLimit,
     RateLimitError,
     RetryPolicy,
     StreamError,
@@ -671,3 +673,25 @@ def test_sync_chat_many_over_a_pool() -> None:
     ) as client:
         answers = client.chat_many([HI] * 3, concurrency=1, return_exceptions=False)
     assert ["backup", "main", "main"] == [answer.endpoint for answer in answers]
+
+
+async def test_an_endpoint_whose_limiter_is_full_is_passed_over_while_another_has_room() -> None:
+    """With main's one concurrency slot held by an open stream, the next calls go to its peer of the same
+    priority, which weight alone would almost never pick."""
+    fleet = Fleet(main=[MockResponse(200, content=sse("a", "b"))])
+    full = endpoint("main", rate_limit=RateLimit(max_concurrency=1))
+    state = random.getstate()
+    random.seed(
+        0
+    )  # the stream's own choice (weights 1 : 0.001) then lands on main, as it does 99.9 % of the time
+    try:
+        async with (
+            pool(fleet, full, endpoint("peer", weight=0.001)) as client,
+            client.stream(HI) as stream,
+        ):
+            await stream.__anext__()
+            answers = [(await client.chat(HI)).endpoint for _ in range(5)]
+    finally:
+        random.setstate(state)
+    assert ["main"] + ["peer"] * 5 == [name for name, _ in fleet.requests]
+    assert ["peer"] * 5 == answers
