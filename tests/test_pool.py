@@ -681,9 +681,8 @@ async def test_an_endpoint_whose_limiter_is_full_is_passed_over_while_another_ha
     fleet = Fleet(main=[MockResponse(200, content=sse("a", "b"))])
     full = endpoint("main", rate_limit=RateLimit(max_concurrency=1))
     state = random.getstate()
-    random.seed(
-        0
-    )  # the stream's own choice (weights 1 : 0.001) then lands on main, as it does 99.9 % of the time
+    # Seeded so that the stream's own choice (weights 1 : 0.001) lands on main, as 99.9 % of choices do.
+    random.seed(0)
     try:
         async with (
             pool(fleet, full, endpoint("peer", weight=0.001)) as client,
