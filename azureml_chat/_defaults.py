@@ -72,3 +72,6 @@ UNHEALTHY_COOLDOWN = 60.0
 # A 429 that gives no wait (no Retry-After, no reset header) cools its endpoint this long: Azure's quota
 # windows are a minute, and a second is the shortest wait the services ask for.
 POOL_THROTTLE_COOLDOWN = 1.0
+# How often a call that waits for another call's probe of the same endpoint looks at its verdict: small
+# against a probe's own round trip, large against the loop's overhead.
+PROBE_POLL = 0.05

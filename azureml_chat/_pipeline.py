@@ -31,6 +31,7 @@ from ._codec import decode_json, encode_json
 from ._config import Timeout, check_header_token, check_headers
 from ._endpoint import ResolvedEndpoint
 from ._errors import (
+    APIConnectionError,
     APIStatusError,
     AuthenticationError,
     AzureMLChatError,
@@ -415,14 +416,13 @@ class Pipeline:
         return response
 
     async def _routed(self, call: Call[Any, Any]) -> Response | StreamResponse:
-        """:meth:`_once` on a pool: waits out the chosen member's cooldown (every member was cooling when it
-        was chosen), claims its probe when one is due, and tells its health what the attempt met."""
+        """:meth:`_once` on a pool: waits out the chosen member's cooldown and another call's probe there (every
+        member was set aside when it was chosen), claims its probe when one is due, and tells its health what
+        the attempt met."""
         member = call.member
         health = member.health
-        now = time.monotonic()
-        if health.until > now:
-            await asyncio.sleep(min(health.until - now, self.retry.max_retry_after))
-        call.probe = probe = health.claim(time.monotonic())
+        probe = await self._wait_for_turn(member)
+        call.probe = probe
         call.tried.append(member)
         health.in_flight += 1
         verdict = counted = False
@@ -444,6 +444,36 @@ class Pipeline:
                 health.in_flight -= 1
             if not verdict:
                 health.release(probe)
+
+    async def _wait_for_turn(self, member: Member) -> bool:
+        """Wait until ``member`` takes calls (its cooldown over, and no other call's probe out there), up to
+        ``max_retry_after``; returns whether this call is its probe.
+
+        Raises:
+            APIConnectionError: the member stays set aside longer than that (retried elsewhere, or raised).
+        """
+        health = member.health
+        deadline = time.monotonic() + self.retry.max_retry_after
+        while True:
+            now = time.monotonic()
+            if health.until > deadline:
+                error = APIConnectionError(
+                    f"every endpoint is set aside; {member.name} ({health.reason}) is back in "
+                    f"{health.until - now:.1f} s, beyond max_retry_after ({self.retry.max_retry_after} s)",
+                    url=member.endpoint.url,
+                )
+                error.endpoint = member.name
+                raise error
+            if health.until > now:
+                await asyncio.sleep(health.until - now)
+                continue
+            if health.claim(now):
+                return True
+            if not health.probing or now >= deadline:
+                return False
+            # Another call's probe is out: its verdict says whether to go (a herd at half-open is what the
+            # single probe is for). Health is plain data shared across loops and threads, so look again soon.
+            await asyncio.sleep(_defaults.PROBE_POLL)
 
     def _failed(self, call: Call[Any, Any], error: BaseException, started: float) -> None:
         if isinstance(error, AzureMLChatError):

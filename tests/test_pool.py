@@ -694,3 +694,43 @@ async def test_an_endpoint_whose_limiter_is_full_is_passed_over_while_another_ha
         random.setstate(state)
     assert ["main"] + ["peer"] * 5 == [name for name, _ in fleet.requests]
     assert ["peer"] * 5 == answers
+
+
+def unavailable(times: int) -> list[MockResponse]:
+    return [MockResponse(503, json={"error": {"message": "busy"}}) for _ in range(times)]
+
+
+async def test_a_call_when_every_endpoint_is_set_aside_too_long_sends_nothing_and_says_why() -> None:
+    """With both circuits open longer than max_retry_after, a new call raises at once, naming the reason."""
+    fleet = Fleet(a=unavailable(5), b=unavailable(5))
+    retry = RetryPolicy(max_retries=0, max_retry_after=0.0)
+    async with pool(fleet, endpoint("a"), endpoint("b"), retry=retry) as client:
+        for _ in range(10):  # five failures in a row open each circuit (5 s)
+            with pytest.raises(InternalServerError):
+                await client.chat(HI)
+        sent = len(fleet.requests)
+        with pytest.raises(APIConnectionError, match=r"every endpoint is set aside; [ab] \(circuit open"):
+            await client.chat(HI)
+    assert (10, 10) == (sent, len(fleet.requests))
+
+
+async def test_calls_waiting_for_the_same_endpoint_let_its_probe_go_alone() -> None:
+    """Calls that all wait for one set-aside endpoint send nothing while its probe is out, then all get through."""
+    retry = RetryPolicy(max_retries=0, max_retry_after=60.0)
+    fleet = Fleet(a=unavailable(5), b=unavailable(5))
+    async with pool(fleet, endpoint("a"), endpoint("b"), retry=retry) as client:
+        for _ in range(10):
+            with pytest.raises(InternalServerError):
+                await client.chat(HI)
+        for member in client._pipeline.router.members:  # the circuits' 5 s, shortened for the test
+            member.health.until = time.monotonic() + 0.1
+        fleet.gates = {"a": asyncio.Event(), "b": asyncio.Event()}
+        calls = [asyncio.create_task(client.chat(HI)) for _ in range(6)]
+        await until_seen(fleet, 11)
+        probe = fleet.seen[10]
+        await asyncio.sleep(10 * 0.05)  # ten looks at the probe's verdict by each waiting call
+        during = len(fleet.requests)
+        fleet.gates[probe].set()
+        answers = await asyncio.gather(*calls)
+    assert 11 == during
+    assert [probe] * 6 == [answer.endpoint for answer in answers]
