@@ -315,7 +315,12 @@ class RateLimiter:
         return self._in_flight
 
     def has_room(self) -> bool:
-        """Whether a request would be admitted without waiting for a cooldown or a concurrency slot (a pool
-        prefers endpoints with room). Asks the store, takes nothing from the budgets."""
+        """Whether a request would be admitted without waiting for a cooldown, another call's probe or a
+        concurrency slot (a pool prefers endpoints with room). A due probe is room: the next request is it,
+        and only a request can end it. Asks the store, takes nothing from the budgets."""
         limit = self.limit.max_concurrency
-        return not self._probing and self._store.quiet() and (limit is None or self._in_flight < limit)
+        return (
+            not self._probing
+            and self._store.cooldown_left() <= 0
+            and (limit is None or self._in_flight < limit)
+        )

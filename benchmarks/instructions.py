@@ -21,10 +21,17 @@ Two loops:
   against the same work done by hand (encode the request, decode the answer, with the same codec): what the
   package's own Python costs, nothing else. Chat completions and ``/score``.
 
+``--pool`` counts the cost of routing (issue 16): ``azureml_chat_pool3``, the same client over three endpoints
+(``endpoints=[Endpoint(...) x 3]``, weights 1:1:1, one priority, all healthy), beside the single-endpoint
+``azureml_chat``, and gives the pool's ratio to the single client. In the in-process loop the three endpoints
+are three URLs answered by the same canned transport; in the network loop, three chat-completions paths of
+the one fake endpoint (one connection pool, as for the single client).
+
     python3 benchmarks/instructions.py                        # network: chat completions and /score, orjson
     python3 benchmarks/instructions.py --core                 # the same with the stdlib json on both sides
     python3 benchmarks/instructions.py --stream               # per chunk of a stream
     python3 benchmarks/instructions.py --loop in-process --sdk-path /tmp/copy
+    python3 benchmarks/instructions.py --loop in-process --pool   # a pool of three vs one endpoint
     python3 benchmarks/instructions.py --compare /tmp/before  # the before/after table (benchmarks/compare.sh)
 
 Needs valgrind (``apt-get install valgrind``); about 20 s per client and loop.
@@ -46,6 +53,8 @@ import run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STREAMS = (16, 48)  # --small / --large for --stream: 8,192 chunks counted
+POOL = "azureml_chat_pool3"  # --pool: the client over three endpoints, compared with the single-endpoint one
+POOL_PATHS = ("/v1/chat/completions", "/chat/completions", "/models/chat/completions")
 
 
 def count(argv: list[str], env: dict[str, str]) -> int:
@@ -75,10 +84,35 @@ def per_unit(drive: list[str], env: dict[str, str], small: int, large: int, unit
 # --- the loops, run inside callgrind ---------------------------------------------------------------------------
 
 
+def pool_endpoints(base_urls: list[str]) -> list[Any]:
+    """The pool of ``--pool``: three endpoints of equal weight and priority, named ``a``, ``b``, ``c``."""
+    from azureml_chat import Endpoint
+
+    return [Endpoint(url, "bench-key", name=name) for url, name in zip(base_urls, "abc", strict=True)]
+
+
+def create_adapter(client: str) -> Any:
+    """The benchmark's adapter called ``client``, or for ``--pool`` ours over three endpoints."""
+    import clients
+
+    if client != POOL:
+        return clients.create(client)
+
+    class OurPool(clients.OurAsync):  # type: ignore[misc]
+        name = POOL
+
+        async def open(self, base_url: str) -> None:
+            from azureml_chat import AsyncChatClient
+
+            self._client = AsyncChatClient(endpoints=pool_endpoints([base_url + p for p in POOL_PATHS]))
+
+    return OurPool()
+
+
 async def drive_network(client: str, base_url: str, conc: int, calls: int) -> None:
     import clients
 
-    adapter = clients.create(client)
+    adapter = create_adapter(client)
     assert isinstance(adapter, clients.AsyncAdapter), "only asyncio clients are counted"
     await adapter.open(base_url)
     each, left = divmod(calls, conc)
@@ -139,7 +173,12 @@ async def drive_in_process(which: str, calls: int) -> None:
     headers = CIMultiDictProxy(CIMultiDict({"content-type": "application/json", "x-request-id": "r"}))
     messages = payloads.MESSAGES
     expected = payloads.expected_content(tokens)
-    if hasattr(_transport, "Response"):
+    if which == POOL:
+        urls = [f"http://127.0.0.1:{port}/v1/chat/completions" for port in (1, 2, 3)]
+        client = AsyncChatClient(
+            endpoints=pool_endpoints(urls), transport=CannedTransport(_transport.Response(200, headers, body))
+        )
+    elif hasattr(_transport, "Response"):
         client = AsyncChatClient(
             url, api_key="k", transport=CannedTransport(_transport.Response(200, headers, body))
         )
@@ -152,7 +191,7 @@ async def drive_in_process(which: str, calls: int) -> None:
         return body
 
     for _ in range(calls):
-        if which == "azureml_chat":
+        if which in ("azureml_chat", POOL):
             text = (await client.chat(messages, max_tokens=tokens, model=model)).content
         elif which == "azureml_chat_score":
             text = (await client.chat(messages, max_tokens=tokens)).content
@@ -212,12 +251,15 @@ def measure(args: argparse.Namespace, sdk_path: str, core: bool, loop: str, stre
     results: dict[str, float] = {}
     refs: dict[str, str] = {}
     if loop == "in-process":
-        for which, ref in (
+        plan: tuple[tuple[str, str | None], ...] = (
             ("by_hand", None),
             ("azureml_chat", "by_hand"),
             ("by_hand_score", None),
             ("azureml_chat_score", "by_hand_score"),
-        ):
+        )
+        if args.pool:
+            plan = (("by_hand", None), ("azureml_chat", "by_hand"), (POOL, "azureml_chat"))
+        for which, ref in plan:
             drive = [*me, "--drive", "in-process", which]
             results[which] = per_unit(drive, env, args.small or 1024, args.large or 3072)
             if ref:
@@ -225,6 +267,8 @@ def measure(args: argparse.Namespace, sdk_path: str, core: bool, loop: str, stre
     else:
         if args.clients:
             names = [c.strip() for c in args.clients.split(",") if c.strip()]
+        elif args.pool:
+            names = [ref_chat, "azureml_chat", POOL]
         elif stream:
             names = [ref_chat, "azureml_chat"]
         else:
@@ -246,7 +290,7 @@ def measure(args: argparse.Namespace, sdk_path: str, core: bool, loop: str, stre
         import clients
 
         for client in names:
-            ref = clients.reference(client, codec)
+            ref = "azureml_chat" if client == POOL else clients.reference(client, codec)
             if ref != client and ref in results:
                 refs[client] = ref
     return {
@@ -381,6 +425,12 @@ def main() -> None:
     parser.add_argument(
         "--no-stream", action="store_true", help="with --compare: leave the stream counts out"
     )
+    parser.add_argument(
+        "--pool",
+        action="store_true",
+        help=f"count {POOL} (one client over three endpoints) beside the single-endpoint azureml_chat, and "
+        "give its ratio to it (network and in-process loops)",
+    )
     parser.add_argument("--out", help="with --compare: also write the table here (and the counts as .json)")
     parser.add_argument("--drive", nargs="+", help=argparse.SUPPRESS)  # internal: one loop, under callgrind
     args = parser.parse_args()
@@ -406,6 +456,8 @@ def main() -> None:
         return
     if args.stream and args.loop != "network":
         raise SystemExit("--stream counts the network loop")
+    if args.pool and args.stream:
+        raise SystemExit("--pool counts calls, not stream chunks")
     print(show(measure(args, args.sdk_path, args.core, args.loop, args.stream)))
 
 

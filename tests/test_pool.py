@@ -734,3 +734,15 @@ async def test_calls_waiting_for_the_same_endpoint_let_its_probe_go_alone() -> N
         answers = await asyncio.gather(*calls)
     assert 11 == during
     assert [probe] * 6 == [answer.endpoint for answer in answers]
+
+
+async def test_an_endpoint_takes_calls_again_once_its_429_wait_is_over() -> None:
+    """After a 429's short wait, the endpoint's limiter probe is due, which counts as room: calls return there."""
+    throttled = MockResponse(429, json={"error": {"message": "slow down"}}, headers={"retry-after-ms": "20"})
+    fleet = Fleet(a=[throttled])
+    async with pool(fleet, endpoint("a", weight=1000.0), endpoint("b", weight=0.001)) as client:
+        first = await client.chat(HI)
+        await asyncio.sleep(0.1)  # well past the 20 ms the 429 asked for
+        later = [(await client.chat(HI)).endpoint for _ in range(3)]
+    assert ("b", ["a", "a", "a"]) == (first.endpoint, later)
+    assert ["a", "b", "a", "a", "a"] == fleet.seen
