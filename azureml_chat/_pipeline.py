@@ -421,16 +421,21 @@ class Pipeline:
         the attempt met."""
         member = call.member
         health = member.health
-        probe = await self._wait_for_turn(member)
-        call.probe = probe
+        # A calm endpoint (the normal case) has nothing to wait for and no probe to claim.
+        call.probe = probe = await self._wait_for_turn(member) if health.probe_due else False
         call.tried.append(member)
         health.in_flight += 1
         verdict = counted = False
         try:
             response = await self._refreshing(call)
             verdict = True
-            health.succeeded(probe=probe)
-            _note_headroom(member, response.headers)
+            if health.probe_due or health.failures:
+                health.succeeded(probe=probe)
+            headers = response.headers
+            if headers.get(_REMAINING_REQUESTS) == "0" or headers.get(_REMAINING_TOKENS) == "0":
+                member.spent_until = time.monotonic() + (
+                    reset_after(headers) or _defaults.POOL_THROTTLE_COOLDOWN
+                )
             if call.stream:
                 call.holding, counted = member, True  # in flight until release()
             return response
@@ -508,6 +513,11 @@ class Pipeline:
                 holding.health.failed(broke, time.monotonic(), probe=False, retry_after=None)
 
 
+# A member whose answer says its quota is spent is left alone until the reset (routing prefers the others).
+_REMAINING_REQUESTS = "x-ratelimit-remaining-requests"
+_REMAINING_TOKENS = "x-ratelimit-remaining-tokens"
+
+
 def _outcome(error: BaseException) -> str:
     return f"HTTP {error.status_code}" if isinstance(error, APIStatusError) else type(error).__name__
 
@@ -519,15 +529,6 @@ def _cooldown_of(error: AzureMLChatError) -> float | None:
     if error.retry_after is not None:
         return error.retry_after
     return reset_after(error.headers)
-
-
-def _note_headroom(member: Member, headers: Mapping[str, str]) -> None:
-    """Remember when a member's own rate-limit headers say its quota is spent (routing prefers the others)."""
-    for kind in ("requests", "tokens"):
-        if headers.get(f"x-ratelimit-remaining-{kind}") == "0":
-            wait = reset_after(headers) or _defaults.POOL_THROTTLE_COOLDOWN
-            member.spent_until = time.monotonic() + wait
-            return
 
 
 def _log_set_aside(member: Member, error: AzureMLChatError) -> None:

@@ -233,6 +233,7 @@ class RateLimiter:
             or limit.requests_per_minute is not None
             or limit.tokens_per_minute is not None
         )
+        self.gated = self._always_gated  # has budgets or a concurrency cap: admission may always wait
         self.counts_tokens = limit.tokens_per_minute is not None
 
     @property

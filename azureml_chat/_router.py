@@ -19,6 +19,8 @@ With several members:
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import random
 import time
@@ -89,6 +91,12 @@ class Router:
         self.first = self.members[0]
         self._rng = rng
         self._priorities = sorted({member.priority for member in self.members})
+        # The calm case, worked out once: the first priority's members and their cumulative weights. A call
+        # that has tried nothing, while none of them is set aside, spent or behind a gated limiter, is one
+        # weighted draw (bisect), with no lists built (docs/reliability.md, "Several endpoints").
+        self._leaders = tuple(m for m in self.members if m.priority == self._priorities[0])
+        self._cumulative = list(itertools.accumulate(m.weight for m in self._leaders))
+        self._ungated = not any(m.limiter.gated for m in self._leaders)
 
     def choose(self, tried: Collection[Member], now: float | None = None) -> tuple[Member, float]:
         """The member for the next attempt and how long to wait before it.
@@ -99,6 +107,14 @@ class Router:
         """
         if self.single:
             return self.first, -1.0 if tried else 0.0
+        if not tried and self._ungated and now is None:
+            for member in self._leaders:
+                if member.health.probe_due or member.spent_until:
+                    break
+            else:
+                cumulative = self._cumulative
+                index = bisect.bisect_right(cumulative, self._rng() * cumulative[-1])
+                return self._leaders[min(index, len(cumulative) - 1)], 0.0
         now = time.monotonic() if now is None else now
         fallback: Member | None = None
         for priority in self._priorities:
@@ -121,9 +137,10 @@ class Router:
         return soonest, max(0.0, soonest.health.until - now)
 
     def _weighted(self, candidates: list[Member], now: float) -> Member:
-        with_room = [
-            member for member in candidates if member.spent_until <= now and member.limiter.has_room()
-        ]
+        for member in candidates:
+            if member.spent_until and member.spent_until <= now:
+                member.spent_until = 0.0  # its quota reset: back on the calm path
+        with_room = [member for member in candidates if not member.spent_until and member.limiter.has_room()]
         pool = with_room or candidates
         if len(pool) == 1:
             return pool[0]
