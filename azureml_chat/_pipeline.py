@@ -427,7 +427,7 @@ class Pipeline:
         health.in_flight += 1
         verdict = counted = False
         try:
-            response = await self._refreshing(call)
+            response = await (self._once(call) if call.endpoint.auth is None else self._refreshing(call))
             verdict = True
             if health.probe_due or health.failures:
                 health.succeeded(probe=probe)
