@@ -42,6 +42,8 @@ from azureml_chat.emulator import Deployment, Emulator
 BLOCKS = all_blocks()
 _EMULATOR_COMMAND = re.compile(r"^(?:\w+=\S*\s+)*azureml-chat\s+emulator\b")
 _PYTEST_COMMAND = re.compile(r"^(?:\w+=\S*\s+)*python3?\s+-m\s+pytest\b")
+# A benchmark run: the script is there and its options parse (the run itself takes minutes of load).
+_BENCHMARK_COMMAND = re.compile(r"^python3?\s+(?P<script>benchmarks/\w+\.py)(?P<args>[^#]*)")
 
 
 def _emulator(block: Block) -> Emulator:
@@ -63,11 +65,22 @@ def _check_static(block: Block) -> None:
 
 
 def _check_long(block: Block) -> None:
-    """A long pytest command: its selection parses and finds tests (``--collect-only``), run from the root."""
+    """A long pytest command: its selection parses and finds tests (``--collect-only``), run from the root. A
+    benchmark command: the script's own parser accepts its options (they are parsed, then ``--help`` exits)."""
     commands = shell_commands(block)
     assert commands, "a long block without commands"
     for command in commands:
-        assert _PYTEST_COMMAND.match(command), f"only pytest commands can be 'long': {command!r}"
+        benchmark = _BENCHMARK_COMMAND.match(command)
+        if benchmark is not None:
+            outcome = run(
+                f"python {benchmark['script']}{benchmark['args'].rstrip()} --help",
+                env=clean_env(),
+                cwd=ROOT,
+                shell=True,
+            )
+            assert 0 == outcome.returncode, outcome.describe()
+            continue
+        assert _PYTEST_COMMAND.match(command), f"only pytest or benchmark commands can be 'long': {command!r}"
         # Right after "pytest": a trailing shell comment must not swallow the options.
         collect = _PYTEST_COMMAND.sub(
             lambda m: f"{m[0]} --collect-only -q -p no:cacheprovider", command, count=1
