@@ -10,6 +10,10 @@
       |         -> the admission ticket is handed back (a stream keeps it until it is released)
     parse     the formatter reads the 2xx body (with the request id); the answer's tokens are charged
 
+A call's state is a :class:`~azureml_chat._call.Call`. On a client over several endpoints the router picks
+each attempt's endpoint and the call fails over between them (``_failover.py``); over one URL the router
+always answers with that one and nothing else changes.
+
 ``chat``, ``complete`` and their streams are the same pipeline with another :class:`Operation`. The
 instrumentation hook hears the call start, every attempt and the call's end. Every attempt logs one DEBUG line
 on the ``azureml_chat`` logger with its outcome (a status, or the error class); an error raised after more
@@ -18,20 +22,19 @@ than one attempt says how many, over how long, and its traceback starts at the c
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from . import _defaults
+from ._call import Call
 from ._codec import decode_json, encode_json
 from ._config import Timeout, check_header_token, check_headers
 from ._endpoint import ResolvedEndpoint
 from ._errors import (
-    APIConnectionError,
     APIStatusError,
     AuthenticationError,
     AzureMLChatError,
@@ -41,16 +44,14 @@ from ._errors import (
     make_status_error,
     note_attempts,
 )
-from ._health import is_endpoint_fault
-from ._instrument import CallObserver, Instrumentation
+from ._failover import aim_anywhere, fail_over, note_headroom, record_failure, wait_for_turn
+from ._instrument import Instrumentation
 from ._operations import ChunkT, Operation
-from ._ratelimit import Ticket
-from ._retry import RetryPolicy, retry_decision
-from ._retry_after import reset_after
+from ._retry import RetryPolicy
 from ._router import Member, Router
 from ._transport import AsyncTransport, Request, Response, StreamResponse
 
-__all__ = ["Call", "Pipeline"]
+__all__ = ["Pipeline"]
 
 logger = logging.getLogger("azureml_chat")
 
@@ -58,93 +59,6 @@ _new_request = tuple.__new__
 
 ResponseT = TypeVar("ResponseT")
 T = TypeVar("T")
-
-
-class Call(Generic[ResponseT, ChunkT]):
-    """One prepared call and what its attempts learn: the per-call state the pipeline carries.
-
-    Attributes:
-        operation: chat or text completion.
-        payload: the wire messages (chat) or the prompt (text completion), checked.
-        params: the merged model parameters.
-        wants_stream: whether the caller asked for a stream.
-        stream: whether the body asks ``endpoint`` for server-sent events (a route that cannot stream answers
-            whole, as one chunk).
-        timeout: the limits of one attempt.
-        request_id: the ``x-ms-client-request-id`` of every attempt of this call.
-        deployment, extra_headers: the call's own request options (kept to build another endpoint's headers).
-        member: the pool member the next attempt goes to, and ``endpoint``, its endpoint.
-        body: the encoded body for ``endpoint``.
-        headers: the headers for ``endpoint``, without the token of a credential (added per attempt).
-        tried: the members this call's attempts went to (failover prefers the others).
-        wait: the wait before the next attempt, when routing decided it (``None``: the retry policy's).
-        probe: whether the attempt under way is its endpoint's probe.
-        holding: on a pool, the member of an open stream (counted in flight until the stream is released).
-        observer: what the instrumentation hears about this call.
-        attempts: attempts made so far.
-        started: when the first attempt started (``time.monotonic()``).
-        ticket: the admission of an open stream, held until the stream is released.
-    """
-
-    __slots__ = (
-        "attempts",
-        "body",
-        "deployment",
-        "endpoint",
-        "extra_headers",
-        "headers",
-        "holding",
-        "member",
-        "observer",
-        "operation",
-        "params",
-        "payload",
-        "probe",
-        "refreshed",
-        "request_id",
-        "started",
-        "stream",
-        "ticket",
-        "timeout",
-        "tried",
-        "wait",
-        "wants_stream",
-    )
-
-    def __init__(
-        self,
-        operation: Operation[ResponseT, Any],
-        payload: Any,
-        params: Mapping[str, Any],
-        wants_stream: bool,
-        timeout: Timeout,
-        request_id: str,
-        deployment: str | None,
-        extra_headers: Mapping[str, str] | None,
-    ) -> None:
-        self.operation = operation
-        self.payload = payload
-        self.params = params
-        self.wants_stream = wants_stream
-        self.timeout = timeout
-        self.request_id = request_id
-        self.deployment = deployment
-        self.extra_headers = extra_headers
-        self.attempts = 0
-        self.started = 0.0
-        self.refreshed = False  # a rejected token was refreshed once already
-        self.ticket: Ticket | None = None
-        self.tried: list[Member] = []
-        self.wait: float | None = None
-        self.probe = False
-        self.holding: Member | None = None  # an open stream's member, whose in-flight count it holds
-        # Set by Pipeline.aim() before anything is sent.
-        self.member: Member
-        self.endpoint: ResolvedEndpoint
-        self.stream: bool
-        self.body: bytes
-        self.headers: dict[str, str]
-        self.observer: CallObserver
 
 
 class Pipeline:
@@ -204,7 +118,7 @@ class Pipeline:
         if router.single:
             self.aim(call, router.first)
         else:
-            self._aim_anywhere(call)
+            aim_anywhere(call, router, self.aim)
         call.observer = self.instrumentation.start_call(
             operation.name, call.endpoint, params, stream=call.stream, request_id=request_id
         )
@@ -225,22 +139,6 @@ class Pipeline:
         call.body = encode_json(body)
         call.headers = _call_headers(endpoint, call.request_id, call.deployment, call.extra_headers)
         call.member, call.endpoint, call.stream = member, endpoint, stream
-
-    def _aim_anywhere(self, call: Call[Any, Any]) -> None:
-        """Aim a call at the best member that can carry it; when none can, raise the first one's reason."""
-        refused: list[Member] = []
-        first_error: InvalidRequestError | None = None
-        while True:
-            member, _ = self.router.choose(refused)
-            if member in refused:
-                assert first_error is not None
-                raise first_error
-            try:
-                self.aim(call, member)
-                return
-            except InvalidRequestError as exc:
-                first_error = first_error or exc
-                refused.append(member)
 
     # --- send -------------------------------------------------------------------------------------------
 
@@ -300,7 +198,7 @@ class Pipeline:
                 first,
                 lambda: attempt(call),
                 describe=self._describe,
-                decide=lambda exc: self._fail_over(call, exc),
+                decide=lambda exc: fail_over(call, exc, self.router, self.retry, self.aim),
                 wait=lambda exc: call.wait,
             )
         except AzureMLChatError as exc:
@@ -326,39 +224,6 @@ class Pipeline:
         if not self.router.single:
             return self._routed
         return self._once if call.endpoint.auth is None else self._refreshing
-
-    def _fail_over(self, call: Call[Any, Any], error: BaseException) -> bool:
-        """Whether a pool's call goes on after ``error``, and where: re-aims the call and sets ``call.wait``.
-
-        What the retry rule retries goes to an untried member at once, else to a tried one after the usual
-        backoff, else (none available) to the one back first, after its cooldown if that is within
-        ``max_retry_after``. A 401/403/404, or a 429 asking more than ``max_retry_after``, goes to an untried
-        member only. Nothing else is retried (400, 413, 422 are the request's fault).
-        """
-        decision = retry_decision(error, max_retry_after=self.retry.max_retry_after)
-        if not (decision.retry or is_endpoint_fault(error) or isinstance(error, RateLimitError)):
-            return False
-        failed = call.member
-        refused: list[Member] = []
-        while True:
-            member, wait = self.router.choose([*call.tried, *refused])
-            if member in refused:
-                return False
-            fresh = wait == 0.0 and member not in call.tried
-            if not fresh and not decision.retry:
-                return False  # only somewhere it already failed: what the rule does not retry stops here
-            if wait > self.retry.max_retry_after:
-                return False
-            if member is not call.member:
-                try:
-                    self.aim(call, member)
-                except InvalidRequestError:
-                    refused.append(member)  # its family cannot carry this call
-                    continue
-            call.wait = None if wait < 0 else wait
-            if member is not failed:
-                logger.info("Failing over from %s to %s after %s", failed.name, member.name, _outcome(error))
-            return True
 
     # --- one attempt ------------------------------------------------------------------------------------
 
@@ -422,7 +287,9 @@ class Pipeline:
         member = call.member
         health = member.health
         # A calm endpoint (the normal case) has nothing to wait for and no probe to claim.
-        call.probe = probe = await self._wait_for_turn(member) if health.probe_due else False
+        call.probe = probe = (
+            await wait_for_turn(member, self.retry.max_retry_after) if health.probe_due else False
+        )
         call.tried.append(member)
         health.in_flight += 1
         verdict = counted = False
@@ -431,54 +298,19 @@ class Pipeline:
             verdict = True
             if health.probe_due or health.failures:
                 health.succeeded(probe=probe)
-            headers = response.headers
-            if headers.get(_REMAINING_REQUESTS) == "0" or headers.get(_REMAINING_TOKENS) == "0":
-                member.spent_until = time.monotonic() + (
-                    reset_after(headers) or _defaults.POOL_THROTTLE_COOLDOWN
-                )
+            note_headroom(member, response.headers)
             if call.stream:
                 call.holding, counted = member, True  # in flight until release()
             return response
         except AzureMLChatError as exc:
             verdict = True
-            if health.failed(exc, time.monotonic(), probe=probe, retry_after=_cooldown_of(exc)):
-                _log_set_aside(member, exc)
+            record_failure(member, exc, probe=probe)
             raise
         finally:
             if not counted:
                 health.in_flight -= 1
             if not verdict:
                 health.release(probe)
-
-    async def _wait_for_turn(self, member: Member) -> bool:
-        """Wait until ``member`` takes calls (its cooldown over, and no other call's probe out there), up to
-        ``max_retry_after``; returns whether this call is its probe.
-
-        Raises:
-            APIConnectionError: the member stays set aside longer than that (retried elsewhere, or raised).
-        """
-        health = member.health
-        deadline = time.monotonic() + self.retry.max_retry_after
-        while True:
-            now = time.monotonic()
-            if health.until > deadline:
-                error = APIConnectionError(
-                    f"every endpoint is set aside; {member.name} ({health.reason}) is back in "
-                    f"{health.until - now:.1f} s, beyond max_retry_after ({self.retry.max_retry_after} s)",
-                    url=member.endpoint.url,
-                )
-                error.endpoint = member.name
-                raise error
-            if health.until > now:
-                await asyncio.sleep(health.until - now)
-                continue
-            if health.claim(now):
-                return True
-            if not health.probing or now >= deadline:
-                return False
-            # Another call's probe is out: its verdict says whether to go (a herd at half-open is what the
-            # single probe is for). Health is plain data shared across loops and threads, so look again soon.
-            await asyncio.sleep(_defaults.PROBE_POLL)
 
     def _failed(self, call: Call[Any, Any], error: BaseException, started: float) -> None:
         if isinstance(error, AzureMLChatError):
@@ -511,37 +343,6 @@ class Pipeline:
             holding.health.in_flight -= 1
             if broke is not None:
                 holding.health.failed(broke, time.monotonic(), probe=False, retry_after=None)
-
-
-# A member whose answer says its quota is spent is left alone until the reset (routing prefers the others).
-_REMAINING_REQUESTS = "x-ratelimit-remaining-requests"
-_REMAINING_TOKENS = "x-ratelimit-remaining-tokens"
-
-
-def _outcome(error: BaseException) -> str:
-    return f"HTTP {error.status_code}" if isinstance(error, APIStatusError) else type(error).__name__
-
-
-def _cooldown_of(error: AzureMLChatError) -> float | None:
-    """How long a 429 asked its endpoint to be left alone (``Retry-After``, else Azure's reset headers)."""
-    if not isinstance(error, RateLimitError):
-        return None
-    if error.retry_after is not None:
-        return error.retry_after
-    return reset_after(error.headers)
-
-
-def _log_set_aside(member: Member, error: AzureMLChatError) -> None:
-    if is_endpoint_fault(error):
-        # Once per episode: the endpoint is set aside for minutes, so this does not repeat per call.
-        logger.warning(
-            "Endpoint %s answered %s: set aside as unhealthy (check its key, deployment and URL); calls go to "
-            "the other endpoints",
-            member.name,
-            _outcome(error),
-        )
-    else:
-        logger.info("Endpoint %s set aside: %s", member.name, member.health.reason)
 
 
 def _log_attempt(call: Call[Any, Any], outcome: str, started: float, request_id: str | None) -> None:

@@ -17,10 +17,11 @@ from collections import deque
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
+from ._call import Call
 from ._codec import decode_json, loads
 from ._errors import APIConnectionError, APITimeoutError, AzureMLChatError, StreamError, error_message
 from ._operations import Accumulator, ChunkT
-from ._pipeline import Call, Pipeline
+from ._pipeline import Pipeline
 from ._responses import ChatChunk, ChatResponse, CompletionChunk, CompletionResponse
 from ._sse import ServerSentEvent, SSEDecoder
 from ._transport import StreamResponse
