@@ -107,6 +107,8 @@ class Router:
         """
         if self.single:
             return self.first, -1.0 if tried else 0.0
+        # The calm path (see __init__); a caller that passes ``now`` (the table tests) always takes the full rule
+        # below, which gives the same answer whenever the calm path applies.
         if not tried and self._ungated and now is None:
             for member in self._leaders:
                 if member.health.probe_due or member.spent_until:
