@@ -35,10 +35,10 @@ import asyncio
 import contextlib
 import os
 import re
-import select
 import shlex
 import subprocess
 import sys
+import threading
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -379,19 +379,30 @@ def background(command: str, *, env: Mapping[str, str], cwd: Path) -> Iterator[s
         text=True,
         start_new_session=True,
     )
-    try:
+    # One thread reads the server's output for as long as it runs: it finds the URL on whichever banner line
+    # holds it, and keeps the pipe drained, so a server that logs every request never blocks on a full pipe.
+    seen: list[str] = []
+    url: list[str] = []
+    found = threading.Event()
+
+    def read() -> None:
         assert process.stdout is not None
-        seen: list[str] = []
-        while True:
-            ready, _, _ = select.select([process.stdout], [], [], BLOCK_TIMEOUT)
-            line = process.stdout.readline() if ready else ""
+        for line in process.stdout:
             seen.append(line)
-            found = re.search(r"listening on (http://\S+)", line)
-            if found:
-                yield found[1]
-                break
-            assert ready, f"{command!r} printed no URL within {BLOCK_TIMEOUT:g} s:\n{''.join(seen)}"
-            assert line, f"{command!r} exited without printing its URL:\n{''.join(seen)}"
+            match = re.search(r"listening on (http://\S+)", line)
+            if match and not url:
+                url.append(match[1])
+                found.set()
+        found.set()  # the output ended: the server exited
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert found.wait(BLOCK_TIMEOUT), (
+            f"{command!r} printed no URL within {BLOCK_TIMEOUT:g} s:\n{''.join(seen)}"
+        )
+        assert url, f"{command!r} exited without printing its URL:\n{''.join(seen)}"
+        yield url[0]
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, 15)
@@ -400,6 +411,7 @@ def background(command: str, *, env: Mapping[str, str], cwd: Path) -> Iterator[s
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, 9)
             process.wait()
+        reader.join(timeout=10)
         if process.stdout is not None:
             process.stdout.close()
 

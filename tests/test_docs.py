@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import docs_harness
@@ -238,3 +239,18 @@ def test_a_stuck_block_is_stopped(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     monkeypatch.setattr(docs_harness, "BLOCK_TIMEOUT", 0.2)
     with pytest.raises(subprocess.TimeoutExpired):
         run("sleep 5", env=clean_env(), cwd=tmp_path, shell=True)
+
+
+def test_a_background_server_is_found_on_any_banner_line_and_kept_drained(tmp_path: Path) -> None:
+    """The URL may be on a later banner line, and output after it (200 KiB) never blocks the server."""
+    script = (
+        "echo starting; echo 'two deployments'; echo 'listening on http://127.0.0.1:9/v1'; "
+        "head -c 204800 /dev/zero | tr '\\0' x; echo; echo done > finished; sleep 30"
+    )
+    with background(script, env=clean_env(), cwd=tmp_path) as url:
+        for _ in range(200):  # the server writes past a pipe's 64 KiB only if someone reads
+            if (tmp_path / "finished").exists():
+                break
+            time.sleep(0.05)
+        finished = (tmp_path / "finished").exists()
+    assert ("http://127.0.0.1:9/v1", True) == (url, finished)
