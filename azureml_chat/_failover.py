@@ -59,7 +59,6 @@ def fail_over(
     decision = retry_decision(error, max_retry_after=retry.max_retry_after)
     if not (decision.retry or is_endpoint_fault(error) or isinstance(error, RateLimitError)):
         return False
-    failed = call.member
     refused: list[Member] = []
     while True:
         member, wait = router.choose([*call.tried, *refused])
@@ -77,9 +76,7 @@ def fail_over(
                 refused.append(member)  # its family cannot carry this call
                 continue
         call.wait = None if wait < 0 else wait
-        if member is not failed:
-            logger.info("Failing over from %s to %s after %s", failed.name, member.name, outcome(error))
-        return True
+        return True  # the retry's INFO line says where it goes (Pipeline: "Failing over from a to b ...")
 
 
 async def wait_for_turn(member: Member, max_retry_after: float) -> bool:

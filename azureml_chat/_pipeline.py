@@ -86,9 +86,7 @@ class Pipeline:
         # prefix leaves room for "-" and 15 hex digits of counter within the platform's limit.
         self._id_prefix = uuid.uuid4().hex[: _defaults.MAX_CLIENT_REQUEST_ID - 16]
         self._ids = itertools.count(1)
-        self._describe = (
-            f"POST {self.endpoint.where}" if router.single else f"a call over {len(router.members)} endpoints"
-        )
+        self._describe = f"POST {self.endpoint.where}"
 
     # --- prepare ----------------------------------------------------------------------------------------
 
@@ -197,7 +195,7 @@ class Pipeline:
             return await self.retry.call_after(
                 first,
                 lambda: attempt(call),
-                describe=self._describe,
+                describe=lambda: _next_step(call),
                 decide=lambda exc: fail_over(call, exc, self.router, self.retry, self.aim),
                 wait=lambda exc: call.wait,
             )
@@ -343,6 +341,16 @@ class Pipeline:
             holding.health.in_flight -= 1
             if broke is not None:
                 holding.health.failed(broke, time.monotonic(), probe=False, retry_after=None)
+
+
+def _next_step(call: Call[Any, Any]) -> str:
+    """The opening of a pool call's one INFO line per retry: a failover names both endpoints."""
+    next_member = call.member
+    # No attempt was sent when the call found every endpoint set aside for too long (nothing tried yet).
+    failed = call.tried[-1] if call.tried else next_member
+    if next_member is failed:
+        return f"Retrying on {failed.name}"
+    return f"Failing over from {failed.name} to {next_member.name}"
 
 
 def _log_attempt(call: Call[Any, Any], outcome: str, started: float, request_id: str | None) -> None:

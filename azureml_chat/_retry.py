@@ -126,7 +126,7 @@ class RetryPolicy:
         exc: AzureMLChatError,
         attempt: Callable[[], Awaitable[T]],
         *,
-        describe: str,
+        describe: str | Callable[[], str],
         decide: Callable[[BaseException], bool] | None = None,
         wait: Callable[[BaseException], float | None] | None = None,
     ) -> T:
@@ -134,6 +134,9 @@ class RetryPolicy:
 
         ``decide`` replaces the retry rule (a pool retries elsewhere what one endpoint cannot answer) and is
         asked once per failure; ``wait`` may set the wait before the next attempt (``None``: this policy's).
+        ``describe`` is what the INFO line per retry names (``"POST <url>"`` in "Retrying POST <url> after
+        ..."), or a function giving the line's whole opening once the next attempt is decided ("Failing over
+        from a to b").
         """
         rule = self._should_retry if decide is None else _once_per_failure(decide)
         if self.max_retries == 0 or not rule(exc):
@@ -187,13 +190,13 @@ def _once_per_failure(decide: Callable[[BaseException], bool]) -> Callable[[Base
     return rule
 
 
-def _log_retry(state: tenacity.RetryCallState, describe: str, attempts: int) -> None:
+def _log_retry(state: tenacity.RetryCallState, describe: str | Callable[[], str], attempts: int) -> None:
     exc = state.outcome.exception() if state.outcome is not None else None
     reason = f"HTTP {exc.status_code}" if isinstance(exc, APIStatusError) else type(exc).__name__
     wait = state.next_action.sleep if state.next_action is not None else 0.0
     logger.info(
-        "Retrying %s after %s in %.2f s (attempt %d of %d)",
-        describe,
+        "%s after %s in %.2f s (attempt %d of %d)",
+        describe() if callable(describe) else f"Retrying {describe}",
         reason,
         wait,
         state.attempt_number + 1,
