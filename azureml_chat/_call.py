@@ -91,7 +91,7 @@ class Call(Generic[ResponseT, ChunkT]):
         self.started = 0.0
         self.refreshed = False  # a rejected token was refreshed once already
         self.ticket: Ticket | None = None
-        self.tried: list[Member] = []
+        self.tried: tuple[Member, ...] = ()  # a tuple: most calls never fail over, and () costs nothing
         self.wait: float | None = None
         self.probe = False
         self.holding: Member | None = None  # an open stream's member, whose in-flight count it holds

@@ -288,7 +288,7 @@ class Pipeline:
         call.probe = probe = (
             await wait_for_turn(member, self.retry.max_retry_after) if health.probe_due else False
         )
-        call.tried.append(member)
+        call.tried += (member,)
         health.in_flight += 1
         verdict = counted = False
         try:

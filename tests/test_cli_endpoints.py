@@ -3,33 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_cli import KEY, run
 
 from azureml_chat.emulator import Emulator
-
-KEY = "cli-key"
-
-
-def run(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``python -m azureml_chat ARGS`` with no AZUREML_* variables from this machine."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("AZUREML_")}
-    return subprocess.run(
-        [sys.executable, "-m", "azureml_chat", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**clean, **(env or {})},
-        cwd=cwd,
-        check=False,
-    )
 
 
 @pytest.fixture
