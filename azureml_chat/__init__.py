@@ -43,7 +43,16 @@ from ._messages import (
     UserMessage,
 )
 from ._ratelimit import RateLimit
-from ._responses import ChatChunk, ChatResponse, CompletionChunk, CompletionResponse, ToolCallDelta, Usage
+from ._responses import (
+    ChatChunk,
+    ChatResponse,
+    Choice,
+    CompletionChoice,
+    CompletionChunk,
+    CompletionResponse,
+    ToolCallDelta,
+    Usage,
+)
 from ._retry import RetryPolicy
 from ._router import EndpointStatus
 from ._stream import AsyncChatStream, AsyncCompletionStream
@@ -66,8 +75,10 @@ __all__ = [
     "ChatChunk",
     "ChatResponse",
     "ChatStream",
+    "Choice",
     "Client",
     "ClientClosedError",
+    "CompletionChoice",
     "CompletionChunk",
     "CompletionResponse",
     "CompletionStream",

@@ -52,22 +52,40 @@ class ImagePart:
 ContentPart: TypeAlias = TextPart | ImagePart
 
 
+def _tool_call_type(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value not in ("function", "custom"):
+        raise ValueError(f"a tool call's type is 'function' or 'custom', got {value!r}")
+
+
 @attrs.frozen
 class ToolCall:
-    """A function call the model asked for.
+    """A tool call the model asked for: a function call (JSON ``arguments``), or a call of a ``custom`` tool
+    (free-form ``input`` text).
 
     Attributes:
         id: the call id, echoed back in the :class:`ToolMessage` that answers it.
-        name: the function name.
-        arguments: the arguments as the JSON text the model produced (see :meth:`parsed_arguments`).
+        name: the function's (or custom tool's) name.
+        arguments: a function call's arguments as the JSON text the model produced (see
+            :meth:`parsed_arguments`); ``""`` for a custom call.
+        type: ``"function"`` or ``"custom"``.
+        input: a custom call's input, exactly as the model produced it; ``None`` for a function call.
     """
 
     id: str
     name: str
     arguments: str = "{}"
+    type: Literal["function", "custom"] = attrs.field(
+        default="function", kw_only=True, validator=_tool_call_type
+    )
+    input: str | None = attrs.field(default=None, kw_only=True)
 
     def parsed_arguments(self) -> Any:
-        """The arguments decoded from JSON (raises ``ValueError`` when the model produced invalid JSON)."""
+        """The arguments decoded from JSON (raises ``ValueError`` when the model produced invalid JSON, or for a
+        custom call, whose ``input`` is free-form text)."""
+        if self.type == "custom":
+            raise ValueError(
+                f"tool call {self.id!r} is a custom call: its input is free-form text, read .input"
+            )
         return json.loads(self.arguments) if self.arguments else {}
 
 

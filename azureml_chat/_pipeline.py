@@ -47,9 +47,11 @@ from ._errors import (
 from ._failover import aim_anywhere, fail_over, note_headroom, record_failure, wait_for_turn
 from ._instrument import Instrumentation
 from ._operations import ChunkT, Operation
+from ._reasoning import split_reasoning
+from ._responses import ChatResponse
 from ._retry import RetryPolicy
 from ._router import Member, Router
-from ._transport import AsyncTransport, Request, Response, StreamResponse
+from ._transport import AsyncTransport, Request, Response, StreamResponse, read_only
 
 __all__ = ["Pipeline"]
 
@@ -76,8 +78,10 @@ class Pipeline:
         transport: AsyncTransport,
         retry: RetryPolicy,
         instrumentation: Instrumentation,
+        split_reasoning: bool = True,
     ) -> None:
         self.router = router
+        self.split_reasoning = split_reasoning
         self.endpoint = router.first.endpoint
         self.transport = transport
         self.retry = retry
@@ -159,20 +163,26 @@ class Pipeline:
         call.observer.end(answer, None)
         return answer
 
-    def read(self, call: Call[ResponseT, Any], response: Response) -> ResponseT:
-        """Parse a 2xx answer, stamped with the server's request id (else ours), and charge its tokens."""
+    def read(self, call: Call[ResponseT, Any], response: Response, *, charge: bool = True) -> ResponseT:
+        """Parse a 2xx answer, stamped with the server's request id (else ours), its headers and its endpoint,
+        with any opening ``<think>`` block kept apart (unless the client keeps reasoning in the text); charge
+        its tokens (``charge=False``: a stream charges what it read when it is released)."""
         endpoint = call.endpoint
-        request_id = response.headers.get("x-request-id") or call.request_id
+        headers = response.headers
+        request_id = headers.get("x-request-id") or call.request_id
         body = decode_json(response.content, endpoint.formatter.name)
         answer: ResponseT = getattr(endpoint.formatter, call.operation.read)(
             endpoint.route, body, request_id=request_id
         )
-        # Stamped here, not by the formatter (whose hooks know nothing of pools): one C-level store on a
-        # frozen instance the formatter just built.
+        if self.split_reasoning and call.operation.splits_reasoning:
+            answer = cast(ResponseT, split_reasoning(cast(ChatResponse, answer)))
+        # Stamped here, not by the formatter (whose hooks know nothing of pools or transports): C-level stores
+        # on a frozen instance the formatter just built.
         object.__setattr__(answer, "endpoint", call.member.name)
+        object.__setattr__(answer, "headers", read_only(headers))
         usage = getattr(answer, "usage", None)
         limiter = call.member.limiter
-        if usage is not None and limiter.counts_tokens:
+        if charge and usage is not None and limiter.counts_tokens:
             limiter.charge(usage.total_tokens)
         return answer
 

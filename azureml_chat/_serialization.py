@@ -104,10 +104,13 @@ converter.register_unstructure_hook(ImagePart, _unstructure_part)
 converter.register_structure_hook(ContentPart, _structure_part)
 
 
-# --- tool calls: {"id", "type": "function", "function": {"name", "arguments"}} ---------------------------
+# --- tool calls: {"id", "type": "function", "function": {"name", "arguments"}}, or a custom tool's
+# {"id", "type": "custom", "custom": {"name", "input"}} ---------------------------------------------------------
 
 
 def _unstructure_tool_call(call: ToolCall) -> dict[str, Any]:
+    if call.type == "custom":
+        return {"id": call.id, "type": "custom", "custom": {"name": call.name, "input": call.input or ""}}
     return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
@@ -116,6 +119,18 @@ def _structure_tool_call(value: Any, _: Any) -> ToolCall:
         return value
     if not isinstance(value, Mapping):
         raise TypeError(f"a tool call must be an object, got {type(value).__name__}")
+    if value.get("type") == "custom":
+        custom = value.get("custom")
+        if not isinstance(custom, Mapping):
+            raise ValueError('a custom tool call needs {"custom": {"name": ..., "input": ...}}')
+        text = custom.get("input")
+        return ToolCall(
+            id=converter.structure(value.get("id"), str),
+            name=converter.structure(custom.get("name"), str),
+            arguments="",
+            type="custom",
+            input="" if text is None else converter.structure(text, str),
+        )
     function = value.get("function")
     if not isinstance(function, Mapping):
         raise ValueError('a tool call needs {"function": {"name": ..., "arguments": ...}}')
@@ -305,6 +320,10 @@ def _check_message(message: Message, index: int) -> None:
         for position, call in enumerate(message.tool_calls):
             if not isinstance(call, ToolCall):
                 raise InvalidRequestError(f"{where}.tool_calls[{position}] must be a ToolCall")
+            if call.type == "custom" and not isinstance(call.input, str):
+                raise InvalidRequestError(
+                    f"{where}.tool_calls[{position}] is a custom call: its input must be a string"
+                )
     elif isinstance(message, UserMessage):
         if isinstance(message.content, tuple):
             if not message.content:
@@ -323,7 +342,8 @@ def _check_message(message: Message, index: int) -> None:
 
 
 def structure_usage(value: Any) -> Usage | None:
-    """Token counts from a ``usage`` object; ``None`` when absent or unusable (usage is never worth failing for)."""
+    """Token counts from a ``usage`` object, with the cached and reasoning counts of its ``*_details`` when
+    given; ``None`` when absent or unusable (usage is never worth failing for)."""
     if type(value) is not dict and not isinstance(value, Mapping):
         return None
     prompt, completion, total = (
@@ -331,13 +351,29 @@ def structure_usage(value: Any) -> Usage | None:
         value.get("completion_tokens"),
         value.get("total_tokens"),
     )
+    cached = _detail(value.get("prompt_tokens_details"), "cached_tokens")
+    reasoning = _detail(value.get("completion_tokens_details"), "reasoning_tokens")
     if type(prompt) is int and type(completion) is int and type(total) is int:
-        return Usage(prompt, completion, total)  # the common case, without cattrs
+        # The common case, without cattrs.
+        return Usage(prompt, completion, total, cached_tokens=cached, reasoning_tokens=reasoning)
     counts = {
         key: value[key]
         for key in ("prompt_tokens", "completion_tokens", "total_tokens")
-        if isinstance(value.get(key), int) and not isinstance(value.get(key), bool)
+        if _count(value.get(key))
     }
     if not counts:
         return None
-    return converter.structure(counts, Usage)
+    return Usage(**counts, cached_tokens=cached, reasoning_tokens=reasoning)
+
+
+def _detail(details: Any, key: str) -> int | None:
+    if (
+        type(details) is not dict
+    ):  # absent (None) in the common case; a details object is always a JSON object
+        return None
+    count = details.get(key)
+    return count if _count(count) else None
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

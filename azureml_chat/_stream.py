@@ -14,17 +14,19 @@ cancellation and :meth:`AsyncStream.aclose`.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar, cast
 
 from ._call import Call
-from ._codec import decode_json, loads
+from ._codec import loads
 from ._errors import APIConnectionError, APITimeoutError, AzureMLChatError, StreamError, error_message
 from ._operations import Accumulator, ChunkT
 from ._pipeline import Pipeline
+from ._reasoning import ThinkSplitter
 from ._responses import ChatChunk, ChatResponse, CompletionChunk, CompletionResponse
 from ._sse import ServerSentEvent, SSEDecoder
-from ._transport import StreamResponse
+from ._transport import Response, StreamResponse, read_only
 
 __all__ = ["AsyncChatStream", "AsyncCompletionStream", "AsyncStream"]
 
@@ -53,6 +55,11 @@ class AsyncStream(Generic[ChunkT, ResponseT]):
         self._events: deque[ServerSentEvent] = deque()
         self._accumulator: Accumulator[ResponseT, Any] = Accumulator(call.operation)
         self._handed_out = 0
+        # One <think> splitter per choice index, when the client keeps reasoning apart (chat only).
+        self._splitters: dict[int, ThinkSplitter] | None = (
+            {} if pipeline.split_reasoning and call.operation.splits_reasoning else None
+        )
+        self._headers: Mapping[str, str] | None = None
         self._opened = False
         self._finished = False
         self._closed = False
@@ -67,6 +74,17 @@ class AsyncStream(Generic[ChunkT, ResponseT]):
         """The name of the endpoint the stream came from (once open; before, the one it is aimed at)."""
         return self._endpoint
 
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The HTTP response headers (read-only, case-insensitive names), once the stream is open.
+
+        Raises:
+            RuntimeError: the stream is not open yet (it opens with the first ``async for`` step).
+        """
+        if self._headers is None:
+            raise RuntimeError("the stream is not open yet: its headers arrive with the first chunk")
+        return self._headers
+
     def final_response(self) -> ResponseT:
         """The whole answer, aggregated from every chunk.
 
@@ -79,7 +97,10 @@ class AsyncStream(Generic[ChunkT, ResponseT]):
 
     def _answer(self) -> ResponseT:
         answer = self._accumulator.response(request_id=self._request_id)
-        object.__setattr__(answer, "endpoint", self._endpoint)  # as Pipeline.read stamps a whole answer
+        # As Pipeline.read stamps a whole answer.
+        object.__setattr__(answer, "endpoint", self._endpoint)
+        if self._headers is not None:
+            object.__setattr__(answer, "headers", self._headers)
         return answer
 
     def __aiter__(self) -> Self:
@@ -154,19 +175,18 @@ class AsyncStream(Generic[ChunkT, ResponseT]):
         call whose whole answer is one chunk.
         """
         if not call.stream:
-            answer = self._pipeline.read(call, await self._pipeline.attempt(call))
-            self._request_id = getattr(answer, "request_id", None) or self._request_id
-            self._ready.append(self._operation.whole_chunk(answer))
-            self._finished = True
+            whole = await self._pipeline.attempt(call)
+            self._whole(call, whole, charge=True)
             return
         response = await self._pipeline.open(call)
         self._response = response
         self._decoder = SSEDecoder(max_event_bytes=self._max_event_bytes)
         self._events.clear()
+        self._headers = read_only(response.headers)
         self._request_id = response.headers.get("x-request-id") or call.request_id
         try:
-            if not response.headers.get("content-type", "").startswith("text/event-stream"):
-                await self._read_whole_json(response)
+            if _is_json(response.headers.get("content-type")):
+                await self._read_whole_json(call, response)
             while not self._ready and not self._finished:
                 if self._events:
                     self._parse_next_event()
@@ -178,18 +198,20 @@ class AsyncStream(Generic[ChunkT, ResponseT]):
             self._pipeline.release(call, None, broke=exc)
             raise
 
-    async def _read_whole_json(self, response: StreamResponse) -> None:
-        # Some servers ignore "stream": true and answer with one JSON body; stream it as one chunk.
+    async def _read_whole_json(self, call: Call[ResponseT, ChunkT], response: StreamResponse) -> None:
+        # Some servers ignore "stream": true and answer with one JSON body; stream it as one chunk per choice.
         pieces = []
         while piece := await response.read_some():
             pieces.append(piece)
-        call = self._call
-        assert call is not None
-        endpoint = call.endpoint
-        body = decode_json(b"".join(pieces), endpoint.formatter.name)
-        read = getattr(endpoint.formatter, self._operation.read)
-        answer: ResponseT = read(endpoint.route, body, request_id=self._request_id)
-        self._ready.append(self._operation.whole_chunk(answer))
+        # Its tokens are charged when the stream is released, as a streamed answer's are.
+        self._whole(call, Response(response.status_code, response.headers, b"".join(pieces)), charge=False)
+
+    def _whole(self, call: Call[ResponseT, ChunkT], response: Response, *, charge: bool) -> None:
+        answer = self._pipeline.read(call, response, charge=charge)
+        self._request_id = getattr(answer, "request_id", None) or self._request_id
+        self._headers = getattr(answer, "headers", None)
+        # Already split (Pipeline.read), so its chunks skip the splitters.
+        self._ready.extend(self._operation.whole_chunks(answer))
         self._finished = True
 
     # --- reading --------------------------------------------------------------------------------------
@@ -211,16 +233,39 @@ class AsyncStream(Generic[ChunkT, ResponseT]):
             raise StreamError(message) from exc.__cause__
         if not piece:
             self._decoder.close()
+            if self._accumulator.choices and self._accumulator.complete(self._expected_choices()):
+                # No [DONE], but every choice said why it ended: a whole answer (servers that never send
+                # [DONE], or send it as a bare line).
+                self._end()
+                return
             if before_first_chunk:
                 raise APIConnectionError(f"the stream ended before its first event [{self._operation.what}]")
-            raise StreamError(f"the stream ended without [DONE]: the {self._operation.what} may be truncated")
+            raise StreamError(
+                f"the stream ended without [DONE] before every choice had its finish_reason: the "
+                f"{self._operation.what} may be truncated"
+            )
         self._events.extend(self._decoder.feed(piece))
+
+    def _expected_choices(self) -> int:
+        call = self._call
+        wanted = call.params.get("n") if call is not None else None
+        return wanted if type(wanted) is int and wanted > 1 else 1
+
+    def _end(self) -> None:
+        """The answer is complete: hand out what the splitters still hold, then finish."""
+        if self._splitters:
+            for index, splitter in sorted(self._splitters.items()):
+                reasoning, content = splitter.flush()
+                if reasoning or content:
+                    chunk = ChatChunk(content=content or None, reasoning=reasoning or None, index=index)
+                    self._ready.append(cast(ChunkT, chunk))
+        self._events.clear()  # nothing after the end counts
+        self._finished = True
 
     def _parse_next_event(self) -> None:
         event = self._events.popleft()
         if event.data == "[DONE]":
-            self._events.clear()  # nothing after [DONE] counts
-            self._finished = True
+            self._end()
             return
         data = _load_event(event.data)
         if event.event == "error":
@@ -229,11 +274,21 @@ class AsyncStream(Generic[ChunkT, ResponseT]):
             )
         call = self._call
         assert call is not None
-        chunk: ChunkT | None = getattr(call.endpoint.formatter, self._operation.read_chunk)(
-            call.endpoint.route, data
-        )
-        if chunk is not None:
-            self._ready.append(chunk)
+        chunk: ChunkT | tuple[ChunkT, ...] | None = getattr(
+            call.endpoint.formatter, self._operation.read_chunk
+        )(call.endpoint.route, data)
+        if chunk is None:
+            return
+        chunks: tuple[ChunkT, ...] = chunk if isinstance(chunk, tuple) else (chunk,)
+        splitters = self._splitters
+        if splitters is None:
+            self._ready.extend(chunks)
+            return
+        for one in chunks:
+            splitter = splitters.get(one.index)
+            if splitter is None:
+                splitter = splitters[one.index] = ThinkSplitter()
+            self._ready.append(cast(ChunkT, splitter.feed(cast(ChatChunk, one))))
 
     def _release(self, *, drop: bool, error: BaseException | None) -> None:
         """Give back the connection and the admission, charge the tokens, and end the call (once)."""
@@ -268,6 +323,15 @@ class AsyncCompletionStream(AsyncStream[CompletionChunk, CompletionResponse]):
     """The chunks of one streamed text completion (:class:`CompletionChunk`, ``.text`` deltas). Use
     ``async with client.stream_complete(prompt) as stream: ...``; after the last chunk,
     :meth:`final_response` gives the aggregated :class:`CompletionResponse`."""
+
+
+def _is_json(content_type: str | None) -> bool:
+    """Whether a 2xx answer to a stream request is one JSON body rather than server-sent events (which is
+    what any other content type, or none, is read as: the official ``openai`` client does the same)."""
+    if not content_type:
+        return False
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
 
 
 def _load_event(data: str) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
@@ -57,6 +57,20 @@ class _SyncStream(Closing, Generic[ChunkT, ResponseT]):
     def request_id(self) -> str:
         """The server's ``x-request-id`` once the stream is open, else our client request id."""
         return self._stream.request_id
+
+    @property
+    def endpoint(self) -> str:
+        """The name of the endpoint the stream came from (once open; before, the one it is aimed at)."""
+        return self._stream.endpoint
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The HTTP response headers (read-only, case-insensitive names), once the stream is open.
+
+        Raises:
+            RuntimeError: the stream is not open yet (it opens with the first step of the loop).
+        """
+        return self._stream.headers
 
     def __iter__(self) -> Iterator[ChunkT]:
         return self

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from . import _defaults
@@ -34,6 +35,7 @@ __all__ = [
     "Response",
     "StreamResponse",
     "client_timeout",
+    "read_only",
 ]
 
 # Request and Response are named tuples: immutable values built once per attempt, at C speed.
@@ -63,6 +65,14 @@ class Request(NamedTuple):
     def __repr__(self) -> str:
         # Headers carry the key or token, and bodies can be large: neither is shown.
         return f"Request({self.method!r}, {self.url!r}, {len(self.content)} bytes)"
+
+
+def read_only(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """Response headers as callers get them: read-only, names case-insensitive. aiohttp's (and MockTransport's)
+    already are; another transport's mapping is copied once."""
+    if type(headers) is CIMultiDictProxy:
+        return headers
+    return CIMultiDictProxy(CIMultiDict(headers))
 
 
 class Response(NamedTuple):

@@ -81,12 +81,15 @@ def test_chat_json_output_is_machine_readable(emulator: Emulator) -> None:
 
 @pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
 def test_chat_json_usage_has_the_python_api_names(emulator: Emulator, stream: bool) -> None:
-    """`--json` usage has Usage's keys: prompt_tokens, completion_tokens and their total_tokens."""
+    """`--json` usage has Usage's keys: prompt_tokens, completion_tokens and their total_tokens, plus the token
+    details the endpoint gave (none of Usage's other names, and no null)."""
     flags = () if stream else ("--no-stream",)
     done = run("chat", "count me", "--url", emulator.chat_url, "--key", KEY, "--json", *flags)
     assert 0 == done.returncode, done.stderr
     usage = json.loads(done.stdout)["usage"]
-    assert {"prompt_tokens", "completion_tokens", "total_tokens"} == set(usage)
+    assert {"prompt_tokens", "completion_tokens", "total_tokens"} <= set(usage)
+    assert set(usage) <= {"prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens"}
+    assert None not in usage.values()
     assert usage["prompt_tokens"] + usage["completion_tokens"] == usage["total_tokens"]
 
 

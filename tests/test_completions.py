@@ -39,7 +39,7 @@ from azureml_chat import (
 )
 from azureml_chat import formatters as registry
 from azureml_chat._codec import encode_json
-from azureml_chat._responses import CompletionChunk, CompletionResponse
+from azureml_chat._responses import CompletionChoice, CompletionChunk, CompletionResponse
 from azureml_chat.emulator import Deployment, Emulator
 
 StartServer = Callable[..., Awaitable[LoopbackServer]]
@@ -206,7 +206,10 @@ OPENAI_TABLE: list[tuple[str, Any, CompletionResponse]] = [
         "full",
         TEXT_COMPLETION,
         CompletionResponse(
-            text=" Paris.", finish_reason="stop", usage=Usage(6, 2, 8), model="Meta-Llama-3-8B", id="cmpl-1"
+            choices=[CompletionChoice(text=" Paris.", finish_reason="stop", logprobs={"tokens": [" Paris"]})],
+            usage=Usage(6, 2, 8),
+            model="Meta-Llama-3-8B",
+            id="cmpl-1",
         ),
     ),
     ("minimal", {"choices": [{"text": "x"}]}, CompletionResponse(text="x")),
@@ -216,9 +219,9 @@ OPENAI_TABLE: list[tuple[str, Any, CompletionResponse]] = [
         CompletionResponse(text="", finish_reason="content_filter"),
     ),
     (
-        "choice-zero-by-index",
+        "choices-by-index",
         {"choices": [{"index": 1, "text": "second"}, {"index": 0, "text": "first"}]},
-        CompletionResponse(text="first"),
+        CompletionResponse(choices=[CompletionChoice(index=0, text="first"), CompletionChoice(index=1, text="second")]),
     ),
 ]
 
@@ -227,7 +230,8 @@ OPENAI_TABLE: list[tuple[str, Any, CompletionResponse]] = [
     ("body", "expected"), [row[1:] for row in OPENAI_TABLE], ids=[row[0] for row in OPENAI_TABLE]
 )
 def test_openai_text_completion_responses(body: Any, expected: CompletionResponse) -> None:
-    """The openai family reads choice 0's text (unstripped), finish reason, usage, model and id."""
+    """The openai family reads every choice's text (unstripped), finish reason and logprobs, by index, and the
+    usage, model and id."""
     response = get_formatter("openai").parse_completion(Route.COMPLETIONS, body)
     assert expected == response
     assert body == response.raw
@@ -272,7 +276,6 @@ WRONG_SHAPES: list[tuple[str, str, Route, Any, str | None]] = [
     ("openai-not-object", "openai", Route.COMPLETIONS, ["x"], "try formatter='dolly'"),
     ("openai-empty-choices", "openai", Route.COMPLETIONS, {"choices": []}, None),
     ("openai-text-not-string", "openai", Route.COMPLETIONS, {"choices": [{"text": 5}]}, None),
-    ("openai-no-choice-zero", "openai", Route.COMPLETIONS, {"choices": [{"index": 1, "text": "x"}]}, None),
 ]
 
 
@@ -318,7 +321,7 @@ CHUNK_TABLE: list[tuple[str, Any, CompletionChunk]] = [
         {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}},
         CompletionChunk(usage=Usage(1, 2, 3)),
     ),
-    ("other-choice", {"choices": [{"index": 1, "text": "not ours"}]}, CompletionChunk()),
+    ("other-choice", {"choices": [{"index": 1, "text": "second"}]}, CompletionChunk(text="second", index=1)),
     ("no-choices", {}, CompletionChunk()),
 ]
 
@@ -327,7 +330,7 @@ CHUNK_TABLE: list[tuple[str, Any, CompletionChunk]] = [
     ("data", "expected"), [row[1:] for row in CHUNK_TABLE], ids=[row[0] for row in CHUNK_TABLE]
 )
 def test_openai_text_completion_chunks(data: Any, expected: CompletionChunk) -> None:
-    """A streamed text_completion event gives choice 0's text delta, finish reason and any usage."""
+    """A streamed text_completion event gives its choice's text delta and index, finish reason and any usage."""
     chunk = get_formatter("openai").parse_completion_chunk(Route.COMPLETIONS, data)
     assert expected == chunk
     assert chunk is not None
@@ -377,13 +380,15 @@ def test_any_body_parses_or_raises_response_format_error(family: str, route: Rou
 @FUZZ
 @given(data=json_values | near_completion)
 def test_any_event_parses_or_raises_stream_error(data: Any) -> None:
-    """Any stream event becomes a CompletionChunk with str text, or raises StreamError; nothing else."""
+    """Any stream event becomes one CompletionChunk with str text per choice it carries, or raises StreamError;
+    nothing else."""
     try:
         chunk = get_formatter("openai").parse_completion_chunk(Route.COMPLETIONS, data)
     except StreamError:
         return
-    assert chunk is not None
-    assert isinstance(chunk.text, str)
+    chunks = chunk if isinstance(chunk, tuple) else (chunk,)
+    assert chunks
+    assert all(isinstance(one, CompletionChunk) and isinstance(one.text, str) for one in chunks)
 
 
 # --- who can chat, who can complete ---------------------------------------------------------------------------

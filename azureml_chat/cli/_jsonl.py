@@ -110,13 +110,15 @@ def summary(response: ChatResponse) -> Record:
     and the name of the endpoint that answered.
 
     The token counts have the fields of :class:`~azureml_chat.Usage` (``prompt_tokens``,
-    ``completion_tokens``, ``total_tokens``), so the CLI's output reads like the Python API.
+    ``completion_tokens``, ``total_tokens``, and ``cached_tokens`` / ``reasoning_tokens`` when the endpoint
+    said), so the CLI's output reads like the Python API. ``reasoning`` is the model's reasoning, or null.
     """
     usage = response.usage
     return {
         "content": response.content,
+        "reasoning": response.reasoning,
         "finish_reason": response.finish_reason,
-        "usage": None if usage is None else attrs.asdict(usage),
+        "usage": None if usage is None else attrs.asdict(usage, filter=lambda _, value: value is not None),
         "request_id": response.request_id,
         "endpoint": response.endpoint,
     }

@@ -146,8 +146,9 @@ class ContentFormatter:
         """
         raise NotImplementedError
 
-    def parse_chunk(self, route: Route, data: Any) -> ChatChunk | None:
-        """Turn the parsed ``data`` of one stream event into a :class:`ChatChunk` (``None`` to skip it)."""
+    def parse_chunk(self, route: Route, data: Any) -> ChatChunk | tuple[ChatChunk, ...] | None:
+        """Turn the parsed ``data`` of one stream event into a :class:`ChatChunk` (a tuple of them when the
+        event carries several choices, each with its ``index``; ``None`` to skip the event)."""
         raise NotImplementedError(f"the {self.name!r} formatter cannot stream on {route.value}")
 
     # --- text completion --------------------------------------------------------------------------------
@@ -174,8 +175,11 @@ class ContentFormatter:
         """
         raise self._completion_hook_missing(route, "parse_completion")
 
-    def parse_completion_chunk(self, route: Route, data: Any) -> CompletionChunk | None:
-        """Turn the parsed ``data`` of one stream event into a :class:`CompletionChunk` (``None`` to skip it).
+    def parse_completion_chunk(
+        self, route: Route, data: Any
+    ) -> CompletionChunk | tuple[CompletionChunk, ...] | None:
+        """Turn the parsed ``data`` of one stream event into a :class:`CompletionChunk` (a tuple of them when
+        the event carries several choices; ``None`` to skip the event).
 
         Raises:
             StreamError: when the event reports an error or is not this family's shape.

@@ -8,7 +8,16 @@ from typing import Any, ClassVar
 
 from .._errors import StreamError, error_message
 from .._messages import AssistantMessage, Message, ToolCall
-from .._responses import ChatChunk, ChatResponse, CompletionChunk, CompletionResponse, ToolCallDelta
+from .._responses import (
+    ChatChunk,
+    ChatResponse,
+    Choice,
+    CompletionChoice,
+    CompletionChunk,
+    CompletionResponse,
+    ToolCallDelta,
+    Usage,
+)
 from .._serialization import converter, messages_to_wire, structure_usage
 from ._base import ContentFormatter, Route
 
@@ -36,36 +45,19 @@ def chat_completions_body(
 def parse_chat_completion(
     formatter: ContentFormatter, body: Any, *, request_id: str | None = None
 ) -> ChatResponse:
-    """Read ``choices[0].message`` (and usage, model, id) from a chat-completions body."""
+    """Read every choice (message, finish reason, reasoning, logprobs) and the usage, model and id of a
+    chat-completions body."""
     if not isinstance(body, dict):
         raise formatter.shape_error("expected a JSON object with 'choices'", body)
     choices = body.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+    if not isinstance(choices, list) or not choices:
         raise formatter.shape_error("'choices' must be a non-empty list of objects", body)
-    choice = choices[0]
-    message = choice.get("message")
-    if not isinstance(message, dict):
-        raise formatter.shape_error("'choices[0].message' must be an object", body)
-    content = message.get("content")
-    if content is not None and not isinstance(content, str):
-        raise formatter.shape_error("'choices[0].message.content' must be a string or null", body)
-    raw_calls = message.get("tool_calls")
-    if raw_calls:
-        if not isinstance(raw_calls, list):
-            raise formatter.shape_error("'choices[0].message.tool_calls' must be a list", body)
-        try:
-            answer = AssistantMessage(
-                content, tool_calls=[converter.structure(call, ToolCall) for call in raw_calls]
-            )
-        except (TypeError, ValueError) as exc:
-            raise formatter.shape_error(f"a tool call is malformed ({exc})", body) from None
-    else:
-        answer = AssistantMessage(content)
     # Inline type tests rather than helper calls: this runs once per answer (docs/performance.md).
-    finish_reason, model, completion_id = choice.get("finish_reason"), body.get("model"), body.get("id")
+    model, completion_id = body.get("model"), body.get("id")
     return ChatResponse(
-        message=answer,
-        finish_reason=finish_reason if type(finish_reason) is str else None,
+        choices=sorted(_chat_choices(formatter, body, choices), key=_by_index)
+        if len(choices) > 1
+        else (_chat_choice(formatter, body, choices[0], 0),),
         usage=structure_usage(body.get("usage")),
         model=model if type(model) is str else None,
         id=completion_id if type(completion_id) is str else None,
@@ -74,28 +66,106 @@ def parse_chat_completion(
     )
 
 
-def parse_chat_chunk(formatter: ContentFormatter, data: Any) -> ChatChunk:
-    """Read one ``chat.completion.chunk`` event: the delta of ``choices[0]`` and any usage."""
+def _chat_choices(formatter: ContentFormatter, body: Any, choices: list[Any]) -> list[Choice]:
+    return [_chat_choice(formatter, body, choice, position) for position, choice in enumerate(choices)]
+
+
+def _by_index(choice: Choice | CompletionChoice) -> int:
+    return choice.index
+
+
+def _chat_choice(formatter: ContentFormatter, body: Any, choice: Any, position: int) -> Choice:
+    where = f"choices[{position}]"
+    if not isinstance(choice, dict):
+        raise formatter.shape_error("'choices' must be a non-empty list of objects", body)
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise formatter.shape_error(f"'{where}.message' must be an object", body)
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        raise formatter.shape_error(f"'{where}.message.content' must be a string or null", body)
+    raw_calls = message.get("tool_calls")
+    if raw_calls:
+        if not isinstance(raw_calls, list):
+            raise formatter.shape_error(f"'{where}.message.tool_calls' must be a list", body)
+        try:
+            answer = AssistantMessage(
+                content, tool_calls=[converter.structure(call, ToolCall) for call in raw_calls]
+            )
+        except (TypeError, ValueError) as exc:
+            raise formatter.shape_error(f"a tool call is malformed ({exc})", body) from None
+    else:
+        answer = AssistantMessage(content)
+    finish_reason = choice.get("finish_reason")
+    return Choice(
+        index=_index(choice, position),
+        message=answer,
+        finish_reason=finish_reason if type(finish_reason) is str else None,
+        reasoning=_reasoning_of(message),
+        logprobs=choice.get("logprobs"),
+    )
+
+
+def _reasoning_of(fields: dict[str, Any]) -> str | None:
+    # DeepSeek and vLLM send "reasoning_content"; newer vLLM releases call it "reasoning".
+    reasoning = fields.get("reasoning_content")
+    if reasoning is None:
+        reasoning = fields.get("reasoning")
+    return reasoning if type(reasoning) is str else None
+
+
+def _index(choice: dict[str, Any], position: int) -> int:
+    index = choice.get("index", position)
+    return index if type(index) is int else position
+
+
+def parse_chat_chunk(formatter: ContentFormatter, data: Any) -> ChatChunk | tuple[ChatChunk, ...] | None:
+    """Read one ``chat.completion.chunk`` event: the delta of its choice (several chunks when the event
+    carries several choices) and any usage."""
     data = _event_object(formatter, data)
-    choices = data.get("choices") or ()
-    content = role = finish_reason = None
+    choices = data.get("choices")
+    usage = structure_usage(data.get("usage"))
+    model, completion_id = _optional_str(data.get("model")), _optional_str(data.get("id"))
+    if not isinstance(choices, list) or not choices:
+        return ChatChunk(usage=usage, model=model, id=completion_id, raw=data)
+    chunks = tuple(
+        _chat_chunk(
+            choice, position, usage if position == len(choices) - 1 else None, model, completion_id, data
+        )
+        for position, choice in enumerate(choices)
+        if isinstance(choice, dict)
+    )
+    if not chunks:
+        return ChatChunk(usage=usage, model=model, id=completion_id, raw=data)
+    return chunks[0] if len(chunks) == 1 else chunks
+
+
+def _chat_chunk(
+    choice: dict[str, Any],
+    position: int,
+    usage: Usage | None,
+    model: str | None,
+    completion_id: str | None,
+    data: Any,
+) -> ChatChunk:
+    content = role = reasoning = None
     deltas: tuple[ToolCallDelta, ...] = ()
-    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-        choice = choices[0]
-        finish_reason = _optional_str(choice.get("finish_reason"))
-        delta = choice.get("delta")
-        if isinstance(delta, dict):
-            content = _optional_str(delta.get("content"))
-            role = _optional_str(delta.get("role"))
-            deltas = _tool_call_deltas(delta.get("tool_calls"))
+    delta = choice.get("delta")
+    if isinstance(delta, dict):
+        content = _optional_str(delta.get("content"))
+        role = _optional_str(delta.get("role"))
+        reasoning = _reasoning_of(delta)
+        deltas = _tool_call_deltas(delta.get("tool_calls"))
     return ChatChunk(
         content=content,
-        finish_reason=finish_reason,
-        usage=structure_usage(data.get("usage")),
+        reasoning=reasoning,
+        finish_reason=_optional_str(choice.get("finish_reason")),
+        usage=usage,
         tool_calls=deltas,
         role=role,
-        model=_optional_str(data.get("model")),
-        id=_optional_str(data.get("id")),
+        model=model,
+        id=completion_id,
+        index=_index(choice, position),
         raw=data,
     )
 
@@ -111,21 +181,16 @@ def build_text_completions(prompt: str, params: Mapping[str, Any], *, stream: bo
 def parse_text_completion(
     formatter: ContentFormatter, body: Any, *, request_id: str | None = None
 ) -> CompletionResponse:
-    """Read ``choices[0].text`` (and finish reason, usage, model, id) from a text-completions body."""
+    """Read every choice's text (and finish reason, logprobs), the usage, model and id of a text-completions
+    body."""
     if not isinstance(body, dict):
         raise formatter.shape_error("expected a JSON object with 'choices'", body, completion=True)
-    choice = _choice_zero(body.get("choices"))
-    if choice is None:
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices:
         raise formatter.shape_error("'choices' must be a non-empty list of objects", body, completion=True)
-    if "text" not in choice:
-        raise formatter.shape_error("'choices[0]' has no 'text'", body, completion=True)
-    text = choice["text"]
-    if text is not None and not isinstance(text, str):
-        raise formatter.shape_error("'choices[0].text' must be a string or null", body, completion=True)
+    read = [_text_choice(formatter, body, choice, position) for position, choice in enumerate(choices)]
     return CompletionResponse(
-        # A null text (a filtered completion) is no text, not a malformed body.
-        text=text or "",
-        finish_reason=_optional_str(choice.get("finish_reason")),
+        choices=sorted(read, key=_by_index) if len(read) > 1 else read,
         usage=structure_usage(body.get("usage")),
         model=_optional_str(body.get("model")),
         id=_optional_str(body.get("id")),
@@ -134,28 +199,52 @@ def parse_text_completion(
     )
 
 
-def parse_text_completion_chunk(formatter: ContentFormatter, data: Any) -> CompletionChunk:
-    """Read one streamed ``text_completion`` event: the text delta of choice 0 and any usage."""
-    data = _event_object(formatter, data)
-    choice = _choice_zero(data.get("choices")) or {}
-    return CompletionChunk(
-        text=_optional_str(choice.get("text")) or "",
+def _text_choice(formatter: ContentFormatter, body: Any, choice: Any, position: int) -> CompletionChoice:
+    if not isinstance(choice, dict):
+        raise formatter.shape_error("'choices' must be a non-empty list of objects", body, completion=True)
+    if "text" not in choice:
+        raise formatter.shape_error(f"'choices[{position}]' has no 'text'", body, completion=True)
+    text = choice["text"]
+    if text is not None and not isinstance(text, str):
+        raise formatter.shape_error(
+            f"'choices[{position}].text' must be a string or null", body, completion=True
+        )
+    return CompletionChoice(
+        index=_index(choice, position),
+        # A null text (a filtered completion) is no text, not a malformed body.
+        text=text or "",
         finish_reason=_optional_str(choice.get("finish_reason")),
-        usage=structure_usage(data.get("usage")),
-        model=_optional_str(data.get("model")),
-        id=_optional_str(data.get("id")),
-        raw=data,
+        logprobs=choice.get("logprobs"),
     )
 
 
-def _choice_zero(choices: Any) -> dict[str, Any] | None:
-    # With n > 1, choices arrive tagged by index (in a stream, one index per event): only index 0 is the answer.
-    if not isinstance(choices, list):
-        return None
-    for choice in choices:
-        if isinstance(choice, dict) and choice.get("index", 0) == 0:
-            return choice
-    return None
+def parse_text_completion_chunk(
+    formatter: ContentFormatter, data: Any
+) -> CompletionChunk | tuple[CompletionChunk, ...] | None:
+    """Read one streamed ``text_completion`` event: the text delta of its choice (several chunks when the event
+    carries several choices) and any usage."""
+    data = _event_object(formatter, data)
+    choices = data.get("choices")
+    usage = structure_usage(data.get("usage"))
+    model, completion_id = _optional_str(data.get("model")), _optional_str(data.get("id"))
+    if not isinstance(choices, list) or not choices:
+        return CompletionChunk(usage=usage, model=model, id=completion_id, raw=data)
+    chunks = tuple(
+        CompletionChunk(
+            text=_optional_str(choice.get("text")) or "",
+            finish_reason=_optional_str(choice.get("finish_reason")),
+            usage=usage if position == len(choices) - 1 else None,
+            model=model,
+            id=completion_id,
+            index=_index(choice, position),
+            raw=data,
+        )
+        for position, choice in enumerate(choices)
+        if isinstance(choice, dict)
+    )
+    if not chunks:
+        return CompletionChunk(usage=usage, model=model, id=completion_id, raw=data)
+    return chunks[0] if len(chunks) == 1 else chunks
 
 
 def _tool_call_deltas(raw: Any) -> tuple[ToolCallDelta, ...]:
@@ -165,7 +254,9 @@ def _tool_call_deltas(raw: Any) -> tuple[ToolCallDelta, ...]:
     for position, item in enumerate(raw):
         if not isinstance(item, dict):
             continue
-        function = item.get("function")
+        kind = _optional_str(item.get("type"))
+        custom = item.get("custom")
+        function = custom if isinstance(custom, dict) else item.get("function")
         function = function if isinstance(function, dict) else {}
         index = item.get("index")
         deltas.append(
@@ -174,6 +265,8 @@ def _tool_call_deltas(raw: Any) -> tuple[ToolCallDelta, ...]:
                 id=_optional_str(item.get("id")),
                 name=_optional_str(function.get("name")),
                 arguments=_optional_str(function.get("arguments")) or "",
+                type=kind if kind is not None or not isinstance(custom, dict) else "custom",
+                input=_optional_str(function.get("input")) or "",
             )
         )
     return tuple(deltas)
@@ -220,7 +313,7 @@ class OpenAIFormatter(ContentFormatter):
     def parse_response(self, route: Route, body: Any) -> ChatResponse:
         return parse_chat_completion(self, body)
 
-    def parse_chunk(self, route: Route, data: Any) -> ChatChunk | None:
+    def parse_chunk(self, route: Route, data: Any) -> ChatChunk | tuple[ChatChunk, ...] | None:
         return parse_chat_chunk(self, data)
 
     def build_completion_request(
@@ -236,5 +329,7 @@ class OpenAIFormatter(ContentFormatter):
     def parse_completion(self, route: Route, body: Any) -> CompletionResponse:
         return parse_text_completion(self, body)
 
-    def parse_completion_chunk(self, route: Route, data: Any) -> CompletionChunk | None:
+    def parse_completion_chunk(
+        self, route: Route, data: Any
+    ) -> CompletionChunk | tuple[CompletionChunk, ...] | None:
         return parse_text_completion_chunk(self, data)

@@ -58,7 +58,7 @@ class LlamaFormatter(ContentFormatter):
     def parse_response(self, route: Route, body: Any) -> ChatResponse:
         return self.read_chat(route, body, request_id=None)
 
-    def parse_chunk(self, route: Route, data: Any) -> ChatChunk | None:
+    def parse_chunk(self, route: Route, data: Any) -> ChatChunk | tuple[ChatChunk, ...] | None:
         return parse_chat_chunk(self, data)
 
     def prepare_messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

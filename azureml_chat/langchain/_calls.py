@@ -127,8 +127,8 @@ def ls_params(fields: CallFields, stop: list[str] | None, kwargs: Mapping[str, A
 
 
 def chat_result(response: ChatResponse, *, model_name: str | None) -> ChatResult:
-    """The whole answer as LangChain's ``ChatResult``, with the token counts as ``llm_output``."""
-    message = ai_message(response, model_name=model_name)
+    """The whole answer as LangChain's ``ChatResult``: one generation per choice (``n``), the token counts as
+    ``llm_output``."""
     llm_output: dict[str, Any] = {}
     if response.usage is not None:
         usage = response.usage
@@ -137,12 +137,18 @@ def chat_result(response: ChatResponse, *, model_name: str | None) -> ChatResult
             "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens,
         }
-    return ChatResult(generations=[ChatGeneration(message=message)], llm_output=llm_output or None)
+    generations = [
+        ChatGeneration(message=ai_message(response, model_name=model_name, choice=choice))
+        for choice in response.choices
+    ]
+    return ChatResult(generations=generations, llm_output=llm_output or None)
 
 
 def generation_chunk(event: ChatChunk) -> ChatGenerationChunk | None:
-    """One stream event's new text and tool-call pieces (see :func:`delta_chunk`); ``None`` when it has
-    neither."""
+    """One stream event's new text, reasoning and tool-call pieces (see :func:`delta_chunk`); ``None`` when it
+    has none, or belongs to another choice than the first (a LangChain stream is one message)."""
+    if event.index:
+        return None
     piece = delta_chunk(event)
     return None if piece is None else ChatGenerationChunk(message=piece)
 

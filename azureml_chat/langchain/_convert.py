@@ -41,7 +41,7 @@ from .._messages import (
     UserMessage,
 )
 from .._messages import ToolCall as AzureToolCall
-from .._responses import ChatChunk, ChatResponse, Usage
+from .._responses import ChatChunk, ChatResponse, Choice, Usage
 
 __all__ = [
     "MODEL_PROVIDER",
@@ -212,14 +212,20 @@ def _standard_image_url(block: Mapping[str, Any], where: str) -> str:
 
 
 def usage_metadata(usage: Usage | None) -> UsageMetadata | None:
-    """LangChain's token counts; ``None`` when the endpoint reported none (never invented zeros)."""
+    """LangChain's token counts, with the cached and reasoning counts as its ``cache_read`` and ``reasoning``
+    details when the endpoint gave them; ``None`` when the endpoint reported none (never invented zeros)."""
     if usage is None:
         return None
-    return UsageMetadata(
+    metadata = UsageMetadata(
         input_tokens=usage.prompt_tokens,
         output_tokens=usage.completion_tokens,
         total_tokens=usage.total_tokens,
     )
+    if usage.cached_tokens is not None:
+        metadata["input_token_details"] = {"cache_read": usage.cached_tokens}
+    if usage.reasoning_tokens is not None:
+        metadata["output_token_details"] = {"reasoning": usage.reasoning_tokens}
+    return metadata
 
 
 def response_metadata(
@@ -244,12 +250,20 @@ def response_metadata(
     return metadata
 
 
-def ai_message(response: ChatResponse, *, model_name: str | None) -> AIMessage:
-    """The whole answer as an ``AIMessage``; tool calls whose arguments are not a JSON object become
-    ``invalid_tool_calls`` (as LangChain's own parsers do) instead of failing the call."""
+def ai_message(response: ChatResponse, *, model_name: str | None, choice: Choice | None = None) -> AIMessage:
+    """One choice of the answer (the first by default) as an ``AIMessage``. Its reasoning goes in
+    ``additional_kwargs["reasoning_content"]``, where LangChain looks for it (``content_blocks`` shows it as a
+    ``reasoning`` block) and which it never sends back to a model. Tool calls whose arguments are not a JSON
+    object become ``invalid_tool_calls`` (as LangChain's own parsers do) instead of failing the call; so does a
+    call of a custom tool, whose free-form input LangChain's tool calls cannot hold (it is kept as ``args``)."""
+    choice = response.choices[0] if choice is None else choice
     calls: list[ToolCall] = []
     invalid: list[InvalidToolCall] = []
-    for call in response.tool_calls:
+    for call in choice.message.tool_calls:
+        if call.type == "custom":
+            error = "a custom tool call: its input is free-form text, not JSON arguments"
+            invalid.append(invalid_tool_call(name=call.name, args=call.input, id=call.id, error=error))
+            continue
         try:
             args = call.parsed_arguments()
         except ValueError as exc:
@@ -260,26 +274,35 @@ def ai_message(response: ChatResponse, *, model_name: str | None) -> AIMessage:
         else:
             error = f"the arguments are JSON {type(args).__name__}, not an object"
             invalid.append(invalid_tool_call(name=call.name, args=call.arguments, id=call.id, error=error))
+    metadata = response_metadata(response, request_id=response.request_id, model_name=model_name)
+    metadata["finish_reason"] = choice.finish_reason
     return AIMessage(
-        content=response.content or "",
+        content=choice.message.content or "",
+        additional_kwargs={} if choice.reasoning is None else {"reasoning_content": choice.reasoning},
         tool_calls=calls,
         invalid_tool_calls=invalid,
         usage_metadata=usage_metadata(response.usage),
-        response_metadata=response_metadata(response, request_id=response.request_id, model_name=model_name),
+        response_metadata=metadata,
         id=response.id,
     )
 
 
 def delta_chunk(chunk: ChatChunk) -> AIMessageChunk | None:
-    """The new text and tool-call pieces of one stream event; ``None`` when it has neither (a role-only or
-    usage-only event). Usage and metadata are left to :func:`final_chunk`."""
+    """The new text, reasoning (``additional_kwargs["reasoning_content"]``, which LangChain joins across
+    chunks) and tool-call pieces of one stream event; ``None`` when it has none (a role-only or usage-only
+    event). Usage and metadata are left to :func:`final_chunk`."""
     pieces: list[ToolCallChunk] = [
-        tool_call_chunk(name=delta.name, args=delta.arguments, id=delta.id, index=delta.index)
+        tool_call_chunk(name=delta.name, args=delta.input or delta.arguments, id=delta.id, index=delta.index)
         for delta in chunk.tool_calls
     ]
-    if not chunk.content and not pieces:
+    if not chunk.content and not pieces and not chunk.reasoning:
         return None
-    return AIMessageChunk(content=chunk.content or "", tool_call_chunks=pieces, id=chunk.id)
+    return AIMessageChunk(
+        content=chunk.content or "",
+        additional_kwargs={"reasoning_content": chunk.reasoning} if chunk.reasoning else {},
+        tool_call_chunks=pieces,
+        id=chunk.id,
+    )
 
 
 def final_chunk(response: ChatResponse, *, request_id: str | None, model_name: str | None) -> AIMessageChunk:
