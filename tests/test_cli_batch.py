@@ -66,14 +66,15 @@ def emulator() -> Iterator[Emulator]:
 
 
 def test_batch_usage_has_the_python_api_names(emulator: Emulator, tmp_path: Path) -> None:
-    """An answer line's usage has Usage's keys (prompt_tokens, completion_tokens, total_tokens), and the
-    summary's token count is their total_tokens."""
+    """An answer line's usage has Usage's keys (prompt_tokens, completion_tokens, total_tokens, and the details
+    the endpoint gave), and the summary's token count is their total_tokens."""
     source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_input(source, [{"id": "a", "messages": user("one two")}, {"id": "b", "messages": user("three")}])
     done = run(batch(emulator, source, target))
     assert 0 == done.returncode, done.stderr
     usages = [json.loads(line)["usage"] for line in target.read_text().splitlines()]
-    assert [{"prompt_tokens", "completion_tokens", "total_tokens"}] * 2 == [set(usage) for usage in usages]
+    keys = {"prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens"}
+    assert [keys] * 2 == [set(usage) for usage in usages]
     assert f"; {sum(usage['total_tokens'] for usage in usages)} tokens;" in done.stderr
 
 

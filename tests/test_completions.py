@@ -521,7 +521,7 @@ async def test_openai_completion_reports_usage_and_finish_reason(emulator: Emula
     """On /v1/completions the response carries finish_reason, usage, model and id from the endpoint."""
     async with connect(emulator, "openai") as client:
         response = await complete(client, "one two three four", max_tokens=3)
-    assert ("You said: one", "length", Usage(4, 3, 7)) == (
+    assert ("You said: one", "length", Usage(4, 3, 7, cached_tokens=0, reasoning_tokens=0)) == (
         response.text,
         response.finish_reason,
         response.usage,

@@ -211,7 +211,7 @@ async def test_score_text_generation_families(
 async def test_chat_routes_answer_a_chat_completion(
     emulator: Emulator, http: aiohttp.ClientSession, path: str
 ) -> None:
-    """Each chat-completions route (with or without ?api-version=) answers an OpenAI chat.completion."""
+    """Each chat-completions route (the model-inference ones with ?api-version=) answers a chat.completion."""
     status, _, answer = await post(http, emulator.url + path, chat())
     assert 200 == status
     assert {"id", "object", "created", "model", "choices", "usage"} <= set(answer)
@@ -225,7 +225,13 @@ async def test_chat_routes_answer_a_chat_completion(
             "logprobs": None,
         }
     ] == answer["choices"]
-    assert {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8} == answer["usage"]
+    assert {
+        "prompt_tokens": 3,
+        "completion_tokens": 5,
+        "total_tokens": 8,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+    } == answer["usage"]
 
 
 async def test_chat_counts_every_prompt_message_and_text_part(
@@ -1042,7 +1048,9 @@ def test_serve_runs_until_interrupted() -> None:
     ) as process:
         try:
             assert process.stdout is not None
-            banner = [process.stdout.readline() for _ in range(5)]
+            banner = [process.stdout.readline()]
+            while banner[-1] not in ("", "Press Ctrl-C to stop.\n"):
+                banner.append(process.stdout.readline())
             assert banner[0].startswith("azureml-chat emulator listening on http://127.0.0.1:")
             assert "key: k" in banner[1]
             assert "Press Ctrl-C to stop.\n" == banner[-1]
@@ -1093,7 +1101,12 @@ def test_numbers_come_from_the_prompt(schema: dict[str, Any], text: str, expecte
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/completions", "/completions", "/completions?api-version=2024-05-01-preview"]
+    "path",
+    [
+        "/v1/completions",
+        "/completions?api-version=2024-05-01-preview",
+        "/models/completions?api-version=2024-05-01-preview",
+    ],
 )
 async def test_text_completion_routes_answer_a_text_completion(
     emulator: Emulator, http: aiohttp.ClientSession, path: str
@@ -1105,7 +1118,13 @@ async def test_text_completion_routes_answer_a_text_completion(
     assert [
         {"index": 0, "text": 'You said: say "hi"\nnow', "finish_reason": "stop", "logprobs": None}
     ] == answer["choices"]
-    assert {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8} == answer["usage"]
+    assert {
+        "prompt_tokens": 3,
+        "completion_tokens": 5,
+        "total_tokens": 8,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+    } == answer["usage"]
     assert path.partition("?")[0] == emulator.requests[-1].path
 
 
@@ -1115,7 +1134,9 @@ async def test_text_completion_answers_each_prompt_of_a_list(
     """A list of prompts gets one choice per prompt, in order, and usage summed over them."""
     _, _, answer = await post(http, emulator.completions_url, {"prompt": ["a", "b c"]})
     assert [(0, "You said: a"), (1, "You said: b c")] == [(c["index"], c["text"]) for c in answer["choices"]]
-    assert {"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10} == answer["usage"]
+    assert (3, 7, 10) == tuple(
+        answer["usage"][k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+    )
 
 
 async def test_text_completion_limits_and_scripted_replies(
@@ -1231,5 +1252,5 @@ async def test_text_completion_stream_faults(emulator: Emulator, http: aiohttp.C
 
 
 async def test_the_banner_lists_the_text_completion_routes(emulator: Emulator) -> None:
-    """The banner names /v1/completions and /completions among the routes."""
-    assert "/v1/completions, /completions, GET /info" in emulator.banner()
+    """The banner names /v1/completions, /completions and /models/completions among the routes."""
+    assert "/v1/completions, /completions, /models/completions, GET /info" in emulator.banner()

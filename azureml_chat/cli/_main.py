@@ -57,7 +57,21 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("demo", help="run a streamed conversation against an embedded emulator")
 
-    emulator = commands.add_parser("emulator", help="serve the emulator until Ctrl-C")
+    emulator = commands.add_parser(
+        "emulator",
+        help="serve the emulator until Ctrl-C",
+        description="Serve a local Azure ML online endpoint until Ctrl-C: /score, the chat and text "
+        "completions routes, GET /info. Like Azure, the model-inference routes (/chat/completions, "
+        "/models/chat/completions, /completions, /models/completions) answer 400 without "
+        "?api-version=YYYY-MM-DD[-preview] and to body fields outside Azure's schema (n, stream_options, "
+        "logprobs, ...) unless the request sends 'extra-parameters: pass-through' (or 'drop'); the /v1/... "
+        "routes take vLLM-style extras. Every answer of the chat, text and /score routes carries "
+        "x-ratelimit-{limit,remaining,reset}-{requests,tokens} (resets in whole seconds); without --quota "
+        "they count against a limit no load reaches (a billion requests a minute), so they never make a "
+        "client wait. Usage objects carry prompt_tokens_details.cached_tokens (the leading messages an "
+        "earlier request began with) and completion_tokens_details.reasoning_tokens; n > 1 answers n "
+        "distinct choices.",
+    )
     emulator.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     emulator.add_argument(
         "--port",
@@ -70,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         type=whole(1),
         default=1,
         metavar="N",
-        help="serve N independent emulators, each with its own port, faults and request log (default: 1)",
+        help="serve N independent emulators, each with its own port, faults, quota and request log (default: 1)",
     )
     emulator.add_argument(
         "--key", default="emulator-key", help="the key clients must send (default: emulator-key)"
@@ -89,6 +103,23 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="inject a fault, e.g. 'status=503,times=2' or 'latency=0.5'; repeatable. With --instances, "
         "'2:status=503' is for instance 2 only (numbered from 1); a fault without 'N:' is for every instance",
+    )
+
+    emulator.add_argument(
+        "--quota",
+        type=_quota,
+        metavar="SPEC",
+        help="a rate quota per instance, e.g. 'requests=60,tokens=20000,window=60,retry_after=no': at most "
+        "N requests and N tokens (usage totals) per fixed window of SECONDS (fractions allowed) that opens at "
+        "the first request; past it, 429s with Retry-After and retry-after-ms (retry_after=no: only the "
+        "x-ratelimit reset headers, as Azure's token-quota 429s). Default: no quota",
+    )
+    emulator.add_argument(
+        "--reasoning",
+        choices=("think", "field"),
+        help="answer chat as a reasoning model: 'think' starts content with <think>...</think> (as DeepSeek-R1 "
+        "on Azure; the tags split across stream chunks), 'field' sends reasoning_content (as vLLM); usage "
+        "reports reasoning_tokens",
     )
 
     chat = commands.add_parser("chat", help="one prompt (streamed), or an interactive session with no prompt")
@@ -192,6 +223,17 @@ def _fault(spec: str) -> str:
     return spec
 
 
+def _quota(spec: str) -> str:
+    """An argparse type: a quota spec the emulator accepts (checked here, so a typo exits 2)."""
+    from ..emulator import Quota
+
+    try:
+        Quota.parse(spec)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return spec
+
+
 def _serve(args: argparse.Namespace) -> int:
     from ..emulator import EmulatorError, serve
     from ..emulator._instances import instance_ports, split_instance
@@ -213,6 +255,8 @@ def _serve(args: argparse.Namespace) -> int:
             family=args.family,
             faults=args.fault,
             instances=count,
+            quota=args.quota,
+            reasoning=args.reasoning,
         )
     except EmulatorError as exc:  # a taken port, an unknown host
         print(f"azureml-chat: error: {exc}", file=sys.stderr)

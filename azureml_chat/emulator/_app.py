@@ -1,15 +1,21 @@
-"""The emulator's aiohttp application: auth and routing like Azure's front end, then the dialect handlers,
-faults and the request log.
+"""The emulator's aiohttp application: auth and routing like Azure's front end, the model-inference rules
+(``api-version``), the quota, faults, then the dialect handlers and the request log.
 
-Every decision about *what* to answer lives in the pure modules (``_chat``, ``_completions``, ``_score``,
-``_answers``, ``_faults``) and the bytes go out through ``_wire``; this module only routes. The mutable state
-it reads and updates (armed faults, reply counters, the log) belongs to the :class:`Emulator`, which builds a
+Every decision about *what* to answer lives in the pure modules (``_azure``, ``_quota``, ``_chat``,
+``_completions``, ``_score``, ``_answers``, ``_faults``), gathered per dialect by ``_replies``, and the bytes
+go out through ``_wire``; this module only routes. The mutable state it reads and updates (armed faults, reply
+counters, the quota, the prompt cache, the log) belongs to the :class:`Emulator`, which builds a
 :class:`WebFrontEnd` over it at each start; imports run one way, from the emulator's module to this one.
+
+A request to a chat, text-completions or ``/score`` route goes: key (401) -> deployment (404) ->
+``api-version`` on the model-inference routes (400) -> quota (429) -> fault -> body (400) -> answer. Every
+answer from the quota on carries the ``x-ratelimit-*`` headers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import re
@@ -23,13 +29,14 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ._answers import control_faults, control_text
-from ._chat import BadRequest, answer_chat, completion_body, parse_chat_request, stream_chunks
-from ._completions import answer_completion, completion_chunks, parse_completion_request, text_body
+from ._azure import EXTRA_PARAMETERS_HEADER, api_version_problem, extra_parameters
+from ._cache import PromptCache
 from ._deployments import Deployment
-from ._errors import FaultSpecError, platform_error, score_error
+from ._errors import BadRequest, FaultSpecError, openai_error, platform_error, score_error
 from ._faults import Fault, FaultSchedule, error_response, first_match, parse_faults
+from ._quota import Admission, QuotaWindow, refusal
 from ._records import RecordedRequest, RequestLog, redact_headers
-from ._score import answer_score, parse_score_request
+from ._replies import Reply, chat_reply, completion_reply, score_reply
 from ._wire import close_connection, json_body, json_error, sse
 
 __all__ = [
@@ -42,7 +49,7 @@ __all__ = [
 ]
 
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions", "/models/chat/completions")
-COMPLETIONS_PATHS = ("/v1/completions", "/completions")
+COMPLETIONS_PATHS = ("/v1/completions", "/completions", "/models/completions")
 INFO_PATHS = ("/info", "/models/info")
 DEPLOYMENT_HEADER = "azureml-model-deployment"
 FAULT_HEADER = "x-emulator-fault"
@@ -67,6 +74,7 @@ class _Exchange:
     deployment: Deployment | None = None
     stream: bool = False
     fault: Fault | None = None
+    admission: Admission | None = None
     recorded: bool = False
 
 
@@ -92,6 +100,8 @@ class WebFrontEnd:
             the emulator replaces while serving (``reset()``) takes effect at once.
         next_reply: a deployment's next scripted reply (``None``: echo the request).
         log: where each request is recorded.
+        quota: the endpoint's quota and its count.
+        cache: the prompt prefixes seen, for ``cached_tokens``.
     """
 
     key: str | None
@@ -100,6 +110,8 @@ class WebFrontEnd:
     schedules: Mapping[str, FaultSchedule]
     next_reply: Callable[[Deployment], str | None]
     log: RequestLog
+    quota: QuotaWindow
+    cache: PromptCache
 
     def app(self) -> web.Application:
         """A new application routing to these handlers."""
@@ -163,6 +175,9 @@ class WebFrontEnd:
         if exchange is not None:
             if exchange.deployment is not None:
                 response.headers[DEPLOYMENT_HEADER] = exchange.deployment.name
+            if exchange.admission is not None and exchange.admission.admitted:
+                # As of the answer, so a stream's headers count its own tokens (a refusal sends its own).
+                response.headers.update(self.quota.headers())
             self._record(request, exchange, response.status)
 
     def _record(self, request: web.Request, exchange: _Exchange, status: int | None) -> None:
@@ -210,6 +225,13 @@ class WebFrontEnd:
         assert deployment is not None
         openai = dialect != "score"
         exchange.stream = openai and isinstance(body, Mapping) and body.get("stream") is True
+        problem = api_version_problem(request.path, request.query)
+        if problem is not None:
+            return json_error(400, platform_error(*problem), {"x-ms-error-code": problem[0]})
+        exchange.admission = admission = self.quota.admit()
+        if not admission.admitted:
+            headers, error = refusal(self.quota.quota, admission)
+            return json_error(429, error, headers)
         try:
             specs = [*request.headers.getall(FAULT_HEADER, []), *control_faults(control_text(body))[1]]
             asked = parse_faults(";".join(specs))
@@ -229,60 +251,28 @@ class WebFrontEnd:
                 status, headers, error = error_response(fault)
                 return json_error(status, error, headers)
         try:
-            if body is None:
-                raise BadRequest("the request body is not valid JSON")
-            if dialect == "chat":
-                return await self._chat(request, exchange, deployment, fault)
-            if dialect == "completions":
-                return await self._complete(request, exchange, deployment, fault)
-            answer = answer_score(
-                deployment.family,
-                parse_score_request(deployment.family, body),
-                reply=lambda: self.next_reply(deployment),
-            )
+            reply = self._reply(request, dialect, deployment, body)
         except BadRequest as exc:
-            if openai:
-                error = {
-                    "code": "BadRequest",
-                    "message": exc.message,
-                    "param": exc.param,
-                    "type": "invalid_request_error",
-                }
-                return json_error(400, {"error": error})
-            return json_error(400, score_error(exc.message))
-        return json_body(answer, fault)
+            return json_error(400, openai_error(exc) if openai else score_error(exc.message))
+        self.quota.charge(admission, reply.tokens)
+        if reply.events is not None:
+            return await sse(request, reply.events, fault)
+        return json_body(reply.body, fault)
 
-    async def _chat(
-        self, request: web.Request, exchange: _Exchange, deployment: Deployment, fault: Fault | None
-    ) -> web.StreamResponse:
-        refuse_extras = request.headers.get("extra-parameters", "").strip().lower() == "error"
-        chat = parse_chat_request(exchange.body, refuse_extras=refuse_extras)
-        answer = answer_chat(
-            chat, reply=lambda: self.next_reply(deployment), call_id=f"call_{uuid.uuid4().hex[:24]}"
-        )
-        completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        if not chat.stream:
-            body = completion_body(
-                answer, completion_id=completion_id, created=created, model=deployment.model
+    def _reply(self, request: web.Request, dialect: Dialect, deployment: Deployment, body: Any) -> Reply:
+        if body is None:
+            raise BadRequest("the request body is not valid JSON")
+        next_reply = functools.partial(self.next_reply, deployment)
+        if dialect == "score":
+            return score_reply(body, deployment=deployment, reply=next_reply)
+        policy = extra_parameters(request.headers.get(EXTRA_PARAMETERS_HEADER), path=request.path)
+        if dialect == "completions":
+            return completion_reply(
+                body, path=request.path, policy=policy, deployment=deployment, reply=next_reply
             )
-            return json_body(body, fault)
-        chunks = stream_chunks(answer, completion_id=completion_id, created=created, model=deployment.model)
-        return await sse(request, [json.dumps(chunk) for chunk in chunks], fault)
-
-    async def _complete(
-        self, request: web.Request, exchange: _Exchange, deployment: Deployment, fault: Fault | None
-    ) -> web.StreamResponse:
-        refuse_extras = request.headers.get("extra-parameters", "").strip().lower() == "error"
-        completion = parse_completion_request(exchange.body, refuse_extras=refuse_extras)
-        answers = answer_completion(completion, reply=lambda: self.next_reply(deployment))
-        completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        if not completion.stream:
-            body = text_body(answers, completion_id=completion_id, created=created, model=deployment.model)
-            return json_body(body, fault)
-        chunks = completion_chunks(
-            answers, completion_id=completion_id, created=created, model=deployment.model
+        return chat_reply(
+            body, path=request.path, policy=policy, deployment=deployment, reply=next_reply, cache=self.cache
         )
-        return await sse(request, [json.dumps(chunk) for chunk in chunks], fault)
 
 
 def _exchange(request: web.Request) -> _Exchange:

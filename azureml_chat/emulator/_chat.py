@@ -1,6 +1,9 @@
-"""The OpenAI-compatible chat-completions dialect: validate a request, answer it, shape the body or the SSE chunks.
+"""The OpenAI-compatible chat-completions dialect: validate a request and answer it (shaping the body or the
+SSE chunks is :mod:`._chat_body`). No I/O.
 
-No I/O. The server decides ids and time; this module decides everything a client parses.
+With ``n`` > 1 the answer has ``n`` choices: the first as with ``n`` = 1, each next one a different scripted
+reply (the next in turn) or, when echoing, the same text with `` (choice i)`` appended, so the texts differ
+and stay deterministic. Tool calls repeat in each choice, with their own ids.
 """
 
 from __future__ import annotations
@@ -20,26 +23,28 @@ from ._answers import (
     echo,
     example_for_schema,
     json_answer,
-    split_for_stream,
 )
+from ._errors import BadRequest
+from ._openai import parse_n
+from ._reasoning import REASONING, ReasoningMode, think
 
 __all__ = [
+    "OPENAI_CHAT_FIELDS",
     "Answer",
     "BadRequest",
     "ChatRequest",
     "answer_chat",
     "check_message",
-    "completion_body",
     "parse_chat_request",
     "parse_stop",
-    "stream_chunks",
+    "prompt_tokens",
 ]
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
-# The request fields of the Azure AI Model Inference API and OpenAI (reference section 2.4); anything else is
-# an "extra parameter", refused only when the caller sends ``extra-parameters: error``.
-_KNOWN_FIELDS = frozenset(
+# The request fields of OpenAI's (and vLLM's) chat completions: the schema of the provider-native routes when a
+# request asks for ``extra-parameters: error`` there (Azure's own schema is in ._azure).
+OPENAI_CHAT_FIELDS = frozenset(
     {
         "messages",
         "model",
@@ -64,17 +69,6 @@ _KNOWN_FIELDS = frozenset(
         "logit_bias",
     }
 )
-# Small enough that any real argument string arrives over several deltas, as models stream them.
-_ARGUMENT_PIECE = 8
-
-
-class BadRequest(Exception):
-    """A request body the endpoint would refuse with 400; ``param`` names the offending field."""
-
-    def __init__(self, message: str, *, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
 
 
 @attrs.frozen
@@ -88,30 +82,27 @@ class ChatRequest:
     tools: tuple[Mapping[str, Any], ...] = ()
     tool_choice: Any = None
     response_format: Any = None
+    n: int = 1
 
 
 @attrs.frozen
 class Answer:
-    """What the model answers, before it is shaped as a body or as chunks."""
+    """One choice of what the model answers, before it is shaped as a body or as chunks.
+
+    ``completion_tokens`` includes ``reasoning_tokens``; ``content`` includes a ``<think>`` block in ``think``
+    mode, while ``reasoning_content`` holds the reasoning in ``field`` mode.
+    """
 
     content: str | None
     finish_reason: str
-    prompt_tokens: int
     completion_tokens: int
     tool_calls: tuple[dict[str, Any], ...] = ()
-
-    @property
-    def usage(self) -> dict[str, int]:
-        """The ``usage`` object of the answer."""
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-        }
+    reasoning_content: str | None = None
+    reasoning_tokens: int = 0
 
 
-def parse_chat_request(body: Any, *, refuse_extras: bool = False) -> ChatRequest:
-    """Validate a chat-completions body as the service does.
+def parse_chat_request(body: Any) -> ChatRequest:
+    """Validate a chat-completions body as the service does (unknown fields are screened before, in ._azure).
 
     Raises:
         BadRequest: the body is not a chat-completions request.
@@ -123,8 +114,6 @@ def parse_chat_request(body: Any, *, refuse_extras: bool = False) -> ChatRequest
         raise BadRequest("'messages' must be a non-empty list", param="messages")
     for index, message in enumerate(messages):
         check_message(index, message)
-    if refuse_extras and (extras := sorted(set(body) - _KNOWN_FIELDS)):
-        raise BadRequest(f"extra parameters {extras} are not allowed when 'extra-parameters' is 'error'")
     max_tokens = body.get("max_completion_tokens")
     max_tokens = body.get("max_tokens") if max_tokens is None else max_tokens
     if max_tokens is not None and (
@@ -149,6 +138,7 @@ def parse_chat_request(body: Any, *, refuse_extras: bool = False) -> ChatRequest
         tools=_parse_tools(body.get("tools")),
         tool_choice=body.get("tool_choice"),
         response_format=response_format,
+        n=parse_n(body.get("n")),
     )
 
 
@@ -216,14 +206,38 @@ def _chosen_tool(request: ChatRequest) -> Mapping[str, Any] | None:
     raise BadRequest(f"tool_choice names {name!r}, which is not among the offered tools", param="tool_choice")
 
 
-def answer_chat(request: ChatRequest, *, reply: Callable[[], str | None], call_id: str) -> Answer:
-    """Answer a chat request deterministically.
+def prompt_tokens(request: ChatRequest) -> int:
+    """The prompt's tokens: the words of every message's text."""
+    return sum(count_tokens(content_text(m.get("content"))) for m in request.messages)
+
+
+def answer_chat(
+    request: ChatRequest,
+    *,
+    reply: Callable[[], str | None],
+    call_id: Callable[[], str],
+    reasoning: ReasoningMode | None = None,
+) -> list[Answer]:
+    """Answer a chat request deterministically, one :class:`Answer` per choice (``n``).
 
     A tool call to the chosen tool when tools are offered and the last message is the user's; otherwise text:
     the next scripted ``reply()``, else the tool result after a tool message, else an echo of the user. Text
-    then honours ``response_format``, ``stop`` and ``max_tokens``.
+    then honours ``response_format``, ``stop`` and ``max_tokens``, and gets the deployment's ``reasoning``.
     """
-    prompt_tokens = sum(count_tokens(content_text(m.get("content"))) for m in request.messages)
+    return [
+        _answer(request, choice, reply=reply, call_id=call_id, reasoning=reasoning)
+        for choice in range(request.n)
+    ]
+
+
+def _answer(
+    request: ChatRequest,
+    choice: int,
+    *,
+    reply: Callable[[], str | None],
+    call_id: Callable[[], str],
+    reasoning: ReasoningMode | None,
+) -> Answer:
     tool = _chosen_tool(request)
     if tool is not None:
         user_text = control_faults(content_text(request.messages[-1].get("content")))[0]
@@ -231,72 +245,27 @@ def answer_chat(request: ChatRequest, *, reply: Callable[[], str | None], call_i
         arguments = json.dumps(
             example_for_schema(parameters, user_text) if isinstance(parameters, Mapping) else {}
         )
-        call = {"id": call_id, "type": "function", "function": {"name": tool["name"], "arguments": arguments}}
-        return Answer(None, "tool_calls", prompt_tokens, count_tokens(arguments), tool_calls=(call,))
+        call = {
+            "id": call_id(),
+            "type": "function",
+            "function": {"name": tool["name"], "arguments": arguments},
+        }
+        return Answer(None, "tool_calls", count_tokens(arguments), tool_calls=(call,))
     text = reply()
     if text is None:
         last = request.messages[-1]
         text = TOOL_RESULT_PREFIX + content_text(last.get("content")) if last.get("role") == "tool" else None
-    text = json_answer(echo(request.messages) if text is None else text, request.response_format)
+        text = echo(request.messages) if text is None else text
+        text = f"{text} (choice {choice})" if choice else text
+    text = json_answer(text, request.response_format)
     content, finish_reason = apply_limits(text, stop=request.stop, max_tokens=request.max_tokens)
-    return Answer(content, finish_reason, prompt_tokens, count_tokens(content))
-
-
-def completion_body(answer: Answer, *, completion_id: str, created: int, model: str) -> dict[str, Any]:
-    """The ``chat.completion`` object for ``answer``."""
-    message = {"role": "assistant", "content": answer.content, "tool_calls": list(answer.tool_calls) or None}
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [
-            {"index": 0, "message": message, "finish_reason": answer.finish_reason, "logprobs": None}
-        ],
-        "usage": answer.usage,
-    }
-
-
-def stream_chunks(answer: Answer, *, completion_id: str, created: int, model: str) -> list[dict[str, Any]]:
-    """The ``chat.completion.chunk`` objects of a streamed ``answer``, in order (``[DONE]`` not included).
-
-    A role delta, then content deltas of a word each, or tool-call deltas (``id`` and ``name`` only in each
-    call's first delta, ``arguments`` in pieces), then the ``finish_reason`` chunk, then a usage-only chunk
-    with ``"choices": []``.
-    """
-
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
-        return {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [choice],
-        }
-
-    chunks = [chunk({"role": "assistant", "content": "" if answer.content is not None else None})]
-    chunks += [chunk({"content": piece}) for piece in split_for_stream(answer.content or "")]
-    for index, call in enumerate(answer.tool_calls):
-        function = call["function"]
-        first = {
-            "index": index,
-            "id": call["id"],
-            "type": "function",
-            "function": {"name": function["name"], "arguments": ""},
-        }
-        chunks.append(chunk({"tool_calls": [first]}))
-        arguments = function["arguments"]
-        for start in range(0, len(arguments), _ARGUMENT_PIECE):
-            piece = arguments[start : start + _ARGUMENT_PIECE]
-            chunks.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))
-    chunks.append(chunk({}, answer.finish_reason))
-    usage_chunk = {
-        "id": completion_id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [],
-        "usage": answer.usage,
-    }
-    return [*chunks, usage_chunk]
+    tokens = count_tokens(content)
+    if reasoning == "think":
+        content, thought = think(content)
+        return Answer(content, finish_reason, tokens + thought, reasoning_tokens=thought)
+    if reasoning == "field":
+        thought = count_tokens(REASONING)
+        return Answer(
+            content, finish_reason, tokens + thought, reasoning_content=REASONING, reasoning_tokens=thought
+        )
+    return Answer(content, finish_reason, tokens)

@@ -1,9 +1,12 @@
-"""The OpenAI-compatible text-completions dialect (``/v1/completions``, ``/completions``): validate a request,
-answer it, shape the body or the SSE chunks. No I/O.
+"""The OpenAI-compatible text-completions dialect (``/v1/completions``, ``/completions``,
+``/models/completions``): validate a request, answer it, shape the body or the SSE chunks. No I/O.
 
-Request ``{"prompt": str | [str], "max_tokens", "stop", "stream", ...}``; answer ``{"object": "text_completion",
-"choices": [{"index", "text", "finish_reason", "logprobs"}], "usage"}``, one choice per prompt. Streams send
-``text`` deltas of a word each, then each choice's ``finish_reason`` chunk, then a usage-only chunk.
+Request ``{"prompt": str | [str], "max_tokens", "stop", "stream", "n", ...}``; answer ``{"object":
+"text_completion", "choices": [{"index", "text", "finish_reason", "logprobs"}], "usage"}``, ``n`` choices per
+prompt (prompt ``p``'s choice ``j`` has ``index`` ``p * n + j``, as OpenAI numbers them; choices after a
+prompt's first append `` (choice j)`` to the echo, or take the next scripted reply). Streams send ``text``
+deltas of a word each and each choice's ``finish_reason`` chunk, the choices' chunks interleaved, then a
+usage-only chunk. Usage counts each prompt once and every choice's text.
 """
 
 from __future__ import annotations
@@ -14,18 +17,23 @@ from typing import Any
 import attrs
 
 from ._answers import ECHO_PREFIX, apply_limits, control_faults, count_tokens, split_for_stream
-from ._chat import Answer, BadRequest, parse_stop
+from ._chat import Answer, parse_stop
+from ._errors import BadRequest
+from ._openai import interleave, parse_n, usage_object
 
 __all__ = [
+    "OPENAI_COMPLETION_FIELDS",
     "CompletionRequest",
     "answer_completion",
     "completion_chunks",
+    "completion_usage",
     "parse_completion_request",
     "text_body",
 ]
 
-# The request fields of OpenAI's (and vLLM's) text completions; anything else is an "extra parameter".
-_KNOWN_FIELDS = frozenset(
+# The request fields of OpenAI's (and vLLM's) text completions: the schema of the provider-native route when a
+# request asks for ``extra-parameters: error`` there (Azure's own schema is in ._azure).
+OPENAI_COMPLETION_FIELDS = frozenset(
     {
         "prompt",
         "model",
@@ -57,10 +65,11 @@ class CompletionRequest:
     stream: bool = False
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
+    n: int = 1
 
 
-def parse_completion_request(body: Any, *, refuse_extras: bool = False) -> CompletionRequest:
-    """Validate a text-completions body as the service does.
+def parse_completion_request(body: Any) -> CompletionRequest:
+    """Validate a text-completions body as the service does (unknown fields are screened before, in ._azure).
 
     Raises:
         BadRequest: the body is not a text-completions request.
@@ -71,8 +80,6 @@ def parse_completion_request(body: Any, *, refuse_extras: bool = False) -> Compl
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise BadRequest("'prompt' must be a string or a non-empty list of strings", param="prompt")
-    if refuse_extras and (extras := sorted(set(body) - _KNOWN_FIELDS)):
-        raise BadRequest(f"extra parameters {extras} are not allowed when 'extra-parameters' is 'error'")
     max_tokens = body.get("max_tokens")
     if max_tokens is not None and (
         not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
@@ -86,29 +93,37 @@ def parse_completion_request(body: Any, *, refuse_extras: bool = False) -> Compl
         stream=bool(stream),
         max_tokens=max_tokens,
         stop=parse_stop(body.get("stop")),
+        n=parse_n(body.get("n")),
     )
 
 
 def answer_completion(request: CompletionRequest, *, reply: Callable[[], str | None]) -> list[Answer]:
-    """Answer each prompt deterministically: the next scripted ``reply()``, else ``"You said: <prompt>"``
-    (control words removed), cut by ``stop`` and ``max_tokens``."""
+    """Answer each prompt ``n`` times deterministically: the next scripted ``reply()``, else ``"You said:
+    <prompt>"`` (control words removed, `` (choice j)`` appended after the first), cut by ``stop`` and
+    ``max_tokens``."""
     answers = []
     for prompt in request.prompts:
-        scripted = reply()
-        text = ECHO_PREFIX + control_faults(prompt)[0] if scripted is None else scripted
-        content, finish_reason = apply_limits(text, stop=request.stop, max_tokens=request.max_tokens)
-        answers.append(Answer(content, finish_reason, count_tokens(prompt), count_tokens(content)))
+        for choice in range(request.n):
+            text = reply()
+            if text is None:
+                text = ECHO_PREFIX + control_faults(prompt)[0] + (f" (choice {choice})" if choice else "")
+            content, finish_reason = apply_limits(text, stop=request.stop, max_tokens=request.max_tokens)
+            answers.append(Answer(content, finish_reason, count_tokens(content)))
     return answers
 
 
-def _usage(answers: list[Answer]) -> dict[str, int]:
-    prompt = sum(answer.prompt_tokens for answer in answers)
-    completion = sum(answer.completion_tokens for answer in answers)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+def completion_usage(request: CompletionRequest, answers: list[Answer]) -> dict[str, Any]:
+    """The ``usage`` object: every prompt once, every choice's text."""
+    return usage_object(
+        prompt_tokens=sum(count_tokens(prompt) for prompt in request.prompts),
+        completion_tokens=sum(answer.completion_tokens for answer in answers),
+    )
 
 
-def text_body(answers: list[Answer], *, completion_id: str, created: int, model: str) -> dict[str, Any]:
-    """The ``text_completion`` object for ``answers`` (one choice per prompt)."""
+def text_body(
+    answers: list[Answer], usage: dict[str, Any], *, completion_id: str, created: int, model: str
+) -> dict[str, Any]:
+    """The ``text_completion`` object for ``answers`` (one choice each, ``index`` in order)."""
     choices = [
         {"index": index, "text": answer.content, "finish_reason": answer.finish_reason, "logprobs": None}
         for index, answer in enumerate(answers)
@@ -119,17 +134,18 @@ def text_body(answers: list[Answer], *, completion_id: str, created: int, model:
         "created": created,
         "model": model,
         "choices": choices,
-        "usage": _usage(answers),
+        "usage": usage,
     }
 
 
 def completion_chunks(
-    answers: list[Answer], *, completion_id: str, created: int, model: str
+    answers: list[Answer], usage: dict[str, Any], *, completion_id: str, created: int, model: str
 ) -> list[dict[str, Any]]:
     """The ``text_completion`` chunks of a streamed answer, in order (``[DONE]`` not included).
 
-    For each choice, ``text`` deltas of a word each and then its ``finish_reason`` chunk; then a usage-only
-    chunk with ``"choices": []``.
+    For each choice, ``text`` deltas of a word each and then its ``finish_reason`` chunk, the choices' chunks
+    interleaved (each chunk holds one choice, tagged with its ``index``); then a usage-only chunk with
+    ``"choices": []``.
     """
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -142,11 +158,15 @@ def completion_chunks(
             **extra,
         }
 
-    chunks = []
-    for index, answer in enumerate(answers):
-        for piece in split_for_stream(answer.content or ""):
-            chunks.append(chunk([{"index": index, "text": piece, "finish_reason": None, "logprobs": None}]))
-        chunks.append(
+    def deltas(index: int, answer: Answer) -> list[dict[str, Any]]:
+        out = [
+            chunk([{"index": index, "text": piece, "finish_reason": None, "logprobs": None}])
+            for piece in split_for_stream(answer.content or "")
+        ]
+        out.append(
             chunk([{"index": index, "text": "", "finish_reason": answer.finish_reason, "logprobs": None}])
         )
-    return [*chunks, chunk([], usage=_usage(answers))]
+        return out
+
+    chunks = interleave([deltas(index, answer) for index, answer in enumerate(answers)])
+    return [*chunks, chunk([], usage=usage)]

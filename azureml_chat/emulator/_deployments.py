@@ -1,4 +1,5 @@
-"""A named deployment behind the emulated endpoint: its family, model, scripted replies and standing faults."""
+"""A named deployment behind the emulated endpoint: its family, model, scripted replies, standing faults and
+reasoning mode."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import attrs
 
 from ._faults import Fault, parse_faults
+from ._reasoning import REASONING_MODES, ReasoningMode
 
 __all__ = ["FAMILIES", "Deployment"]
 
@@ -47,6 +49,11 @@ def _replies(value: str | Iterable[str] | None) -> tuple[str, ...] | None:
     return replies
 
 
+def _reasoning(_: Any, __: Any, value: ReasoningMode | None) -> None:
+    if value is not None and value not in REASONING_MODES:
+        raise ValueError(f"reasoning must be one of {', '.join(REASONING_MODES)} (or None), got {value!r}")
+
+
 def _faults(value: str | Fault | Iterable[Fault | str]) -> tuple[Fault, ...]:
     if isinstance(value, str):
         return parse_faults(value)
@@ -67,6 +74,9 @@ class Deployment:
         provider: ``model_provider_name`` in ``/info`` (default: that model's provider).
         replies: scripted text answers, used in turn and cycled; ``None`` echoes the user.
         faults: faults armed from the start (``Fault`` objects or spec strings), tried in order.
+        reasoning: how chat answers carry a reasoning model's thinking: ``None`` (none), ``"think"`` (a
+            ``<think>...</think>`` block at the start of ``content``, as DeepSeek-R1 on Azure) or ``"field"``
+            (``reasoning_content`` on the message and the stream deltas, as vLLM); see :mod:`._reasoning`.
     """
 
     name: str = attrs.field(validator=_name)
@@ -79,3 +89,4 @@ class Deployment:
     )
     replies: tuple[str, ...] | None = attrs.field(default=None, converter=_replies, kw_only=True)
     faults: tuple[Fault, ...] = attrs.field(default=(), converter=_faults, kw_only=True)
+    reasoning: ReasoningMode | None = attrs.field(default=None, validator=_reasoning, kw_only=True)

@@ -1,7 +1,7 @@
 """Serving emulators in the foreground until Ctrl-C or SIGTERM: the ``azureml-chat emulator`` command.
 
-One emulator, or several independent ones (``--instances N``: each its own port, faults and request log) for
-trying failover locally; which faults and ports each gets is in :mod:`._instances`. For a background thread,
+One emulator, or several independent ones (``--instances N``: each its own port, faults, quota and request
+log) for trying failover locally; which faults and ports each gets is in :mod:`._instances`. For a background thread,
 see :mod:`._thread` (:meth:`Emulator.start_in_thread`).
 """
 
@@ -19,6 +19,8 @@ import attrs
 from ._deployments import Deployment
 from ._faults import Fault
 from ._instances import banner, faults_per_instance, instance_ports
+from ._quota import Quota
+from ._reasoning import ReasoningMode
 from ._records import RecordedRequest
 from ._server import Emulator
 
@@ -36,6 +38,8 @@ def serve(
     faults: Iterable[Fault | str] = (),
     deployments: Iterable[Deployment] | None = None,
     instances: int = 1,
+    quota: Quota | str | None = None,
+    reasoning: ReasoningMode | None = None,
     log_requests: bool = True,
     out: TextIO | None = None,
 ) -> None:
@@ -57,13 +61,17 @@ def serve(
             starting with ``N:`` (``"2:status=503"``) is armed on instance N only, the others on every one.
         deployments: the deployments, instead of the single ``default`` one (the first is the default).
         instances: how many independent emulators to serve.
+        quota: each instance's rate quota, a :class:`Quota` or its spec (``"requests=60,tokens=20000"``); each
+            instance counts its own. ``None``: the default one no load spends.
+        reasoning: the single deployment's reasoning mode, ``"think"`` or ``"field"`` (ignored when
+            ``deployments`` is given; set it on those).
         log_requests: print a line per request.
         out: where to print (default stdout).
 
     Raises:
         PortInUseError: a port is taken (the instances already started are stopped).
-        ValueError: a bad family or fault spec, fewer than one instance, a fault for an instance past
-            ``instances``, or ports past 65535.
+        ValueError: a bad family, fault or quota spec, or reasoning mode, fewer than one instance, a fault for
+            an instance past ``instances``, or ports past 65535.
     """
     if instances < 1:
         raise ValueError(f"instances must be at least 1, got {instances}")
@@ -74,17 +82,24 @@ def serve(
     replies = None if replies is None else tuple(replies)
     given = None if deployments is None else tuple(deployments)
     extra: dict[str, Any] = {} if model is None else {"model": model}
+    limits = Quota.parse(quota) if isinstance(quota, str) else quota
 
     def deployed(own: tuple[Fault, ...]) -> list[Deployment]:
         if given is None:
-            return [Deployment("default", family=family, replies=replies, faults=own, **extra)]
+            return [
+                Deployment(
+                    "default", family=family, replies=replies, faults=own, reasoning=reasoning, **extra
+                )
+            ]
         first, *rest = given
         return [attrs.evolve(first, faults=(*first.faults, *own)), *rest]
 
     emulators: list[Emulator] = []
     for number, (bound, own) in enumerate(zip(ports, armed, strict=True), 1):
         log = _logger(stream, f"[instance {number}] " if instances > 1 else "") if log_requests else None
-        emulators.append(Emulator(key, deployments=deployed(own), host=host, port=bound, on_request=log))
+        emulators.append(
+            Emulator(key, deployments=deployed(own), host=host, port=bound, on_request=log, quota=limits)
+        )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(emulators, stream))
 

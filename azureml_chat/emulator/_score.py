@@ -16,8 +16,9 @@ from typing import Any
 
 import attrs
 
-from ._answers import ECHO_PREFIX, apply_limits, control_faults, echo
-from ._chat import BadRequest, check_message, parse_stop
+from ._answers import ECHO_PREFIX, apply_limits, content_text, control_faults, count_tokens, echo
+from ._chat import check_message, parse_stop
+from ._errors import BadRequest
 
 __all__ = ["CHAT_FAMILIES", "TEXT_FAMILIES", "ScoreRequest", "answer_score", "parse_score_request"]
 
@@ -93,21 +94,26 @@ def _with_parameters(request: ScoreRequest, parameters: Any) -> ScoreRequest:
     return attrs.evolve(request, max_new_tokens=limit, stop=parse_stop(parameters.get("stop")))
 
 
-def answer_score(family: str, request: ScoreRequest, *, reply: Callable[[], str | None]) -> Any:
-    """The ``/score`` response body: scripted replies or echoes, cut by ``stop`` and ``max_new_tokens``."""
+def answer_score(family: str, request: ScoreRequest, *, reply: Callable[[], str | None]) -> tuple[Any, int]:
+    """The ``/score`` response body (scripted replies or echoes, cut by ``stop`` and ``max_new_tokens``), and
+    its tokens: the words of the prompt and of the answer, which a ``/score`` body does not report but a
+    quota still counts."""
 
     def limited(text: str) -> str:
         return apply_limits(text, stop=request.stop, max_tokens=request.max_new_tokens)[0]
 
     if family in CHAT_FAMILIES:
         scripted = reply()
-        return {"output": limited(echo(request.messages) if scripted is None else scripted)}
+        output = limited(echo(request.messages) if scripted is None else scripted)
+        prompt = sum(count_tokens(content_text(message.get("content"))) for message in request.messages)
+        return {"output": output}, prompt + count_tokens(output)
     texts = []
-    for prompt in request.prompts:
+    for prompt_text in request.prompts:
         scripted = reply()
-        texts.append(limited(ECHO_PREFIX + control_faults(prompt)[0] if scripted is None else scripted))
+        texts.append(limited(ECHO_PREFIX + control_faults(prompt_text)[0] if scripted is None else scripted))
+    tokens = sum(count_tokens(text) for text in (*request.prompts, *texts))
     if family == "gpt2":
-        return [{"0": text} for text in texts]
+        return [{"0": text} for text in texts], tokens
     if family == "hf":
-        return [{"0": {"generated_text": text}} for text in texts]
-    return texts
+        return [{"0": {"generated_text": text}} for text in texts], tokens
+    return texts, tokens

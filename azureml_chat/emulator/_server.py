@@ -1,4 +1,5 @@
-"""The emulator: its state (deployments, armed faults, reply counters, the request log) and its lifecycle.
+"""The emulator: its state (deployments, armed faults, reply counters, the quota, the prompt cache, the request
+log) and its lifecycle.
 
 The HTTP side (auth, routing, the dialect handlers) is the application of :mod:`._app`, built over this
 state at each :meth:`Emulator.start`; that module never imports this one.
@@ -15,9 +16,12 @@ from typing import TextIO
 from aiohttp import web
 
 from ._app import CHAT_PATHS, COMPLETIONS_PATHS, INFO_PATHS, WebFrontEnd
+from ._banner import describe
+from ._cache import PromptCache
 from ._deployments import Deployment
 from ._errors import EmulatorError
 from ._faults import Fault, FaultSchedule, parse_faults
+from ._quota import Quota, QuotaUsage, QuotaWindow
 from ._records import RecordedRequest, RequestLog
 from ._thread import EmulatorThread
 from ._wire import bind
@@ -44,6 +48,9 @@ class Emulator:
         port: the port to bind; 0 picks a free one.
         on_request: called with each :class:`RecordedRequest` as it is recorded (on the server's loop).
         max_records: how many recorded requests to keep, the oldest dropped first (``None``: all).
+        quota: the rate quota of the chat, text-completions and ``/score`` routes (requests and tokens per
+            fixed window; past it, 429s). ``None``: a quota so large no load spends it, whose ``x-ratelimit-*``
+            headers still count truthfully (see :class:`Quota`).
 
     Example::
 
@@ -62,6 +69,7 @@ class Emulator:
         port: int = 0,
         on_request: Callable[[RecordedRequest], None] | None = None,
         max_records: int | None = DEFAULT_MAX_RECORDS,
+        quota: Quota | None = None,
     ) -> None:
         if key is not None and (not isinstance(key, str) or not key):
             raise ValueError("key must be a non-empty string, or None to accept any request")
@@ -80,6 +88,11 @@ class Emulator:
         self._schedules = {d.name: FaultSchedule(d.faults) for d in deployed}
         self._replies_used = dict.fromkeys(self._deployments, 0)
         self._log = RequestLog(max_records, on_request)
+        if quota is not None and not isinstance(quota, Quota):
+            raise TypeError(f"quota must be a Quota (or None), got {type(quota).__name__}")
+        self._quota = quota
+        self._window = QuotaWindow(Quota() if quota is None else quota)
+        self._cache = PromptCache()
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None
 
@@ -152,6 +165,17 @@ class Emulator:
         """The requests received so far (at most ``max_records``), oldest first; a copy, auth headers redacted."""
         return self._log.snapshot()
 
+    @property
+    def quota(self) -> Quota | None:
+        """The configured quota (``None``: the default one no load spends)."""
+        return self._quota
+
+    @property
+    def quota_usage(self) -> QuotaUsage:
+        """What the quota has admitted and refused since the start (or :meth:`reset`), and the current
+        window's requests and tokens."""
+        return self._window.usage()
+
     def clear(self) -> None:
         """Forget the recorded requests."""
         self._log.clear()
@@ -180,8 +204,11 @@ class Emulator:
         return self._schedules[self._deployment(deployment).name].pending()
 
     def reset(self) -> None:
-        """Back to the configured state: no records, each deployment's own faults, replies from the first."""
+        """Back to the configured state: no records, each deployment's own faults, replies from the first, a
+        fresh quota (no window open) and an empty prompt cache."""
         self.clear()
+        self._window.reset()
+        self._cache.clear()
         with self._lock:
             for deployment in self._deployments.values():
                 self._schedules[deployment.name] = FaultSchedule(deployment.faults)
@@ -220,6 +247,8 @@ class Emulator:
             schedules=self._schedules,
             next_reply=self._next_reply,
             log=self._log,
+            quota=self._window,
+            cache=self._cache,
         ).app()
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
         try:
@@ -256,24 +285,13 @@ class Emulator:
             await self.stop()
 
     def banner(self) -> str:
-        """What :meth:`serve_forever` prints: the URL, the key, the deployments and the routes."""
-        key = (
-            f"key: {self._key}  (send 'Authorization: Bearer <key>' or 'api-key: <key>')"
-            if self._key
-            else "key: none (any key is accepted)"
-        )
-        deployments = ", ".join(
-            f"{d.name} ({d.family}, {d.model}){' [default]' if d.name == self._default else ''}"
-            for d in self._deployments.values()
-        )
-        return "\n".join(
-            [
-                f"azureml-chat emulator listening on {self.url}",
-                f"  {key}",
-                f"  deployments: {deployments}",
-                f"  routes: POST /score, POST {', '.join(CHAT_PATHS + COMPLETIONS_PATHS)}, GET /info",
-                "Press Ctrl-C to stop.",
-            ]
+        """What :meth:`serve_forever` prints: the URL, the key, the deployments, the routes and the quota."""
+        return describe(
+            url=self.url,
+            key=self._key,
+            deployments=self._deployments.values(),
+            default=self._default,
+            quota=self._quota,
         )
 
     def start_in_thread(self) -> EmulatorThread[Emulator]:
