@@ -65,6 +65,7 @@ class BaseAsyncClient:
         credential_scope: str = DEFAULT_SCOPE,
         rate_limit: RateLimit | None = None,
         transport: AsyncTransport | None = None,
+        split_reasoning: bool = True,
     ) -> None:
         self._setup(
             {
@@ -89,6 +90,7 @@ class BaseAsyncClient:
                 "credential_scope": credential_scope,
                 "rate_limit": rate_limit,
                 "transport": transport,
+                "split_reasoning": split_reasoning,
             },
             parent=None,
             own_transport=True,
@@ -106,6 +108,9 @@ class BaseAsyncClient:
             max_connections=options.get("max_connections"),
             max_event_bytes=options.get("max_event_bytes", _defaults.MAX_SSE_EVENT_BYTES),
         )
+        split_reasoning = options.get("split_reasoning", True)
+        if not isinstance(split_reasoning, bool):
+            raise ConfigurationError(f"split_reasoning must be True or False, got {split_reasoning!r}")
         transport, session = options.get("transport"), options.get("session")
         if transport is not None and session is not None:
             raise ConfigurationError(
@@ -129,6 +134,7 @@ class BaseAsyncClient:
             or AiohttpTransport(max_connections=self._config.max_connections, session=session),
             retry=self._config.retry,
             instrumentation=NO_INSTRUMENTATION,
+            split_reasoning=split_reasoning,
         )
 
     # --- configuration ----------------------------------------------------------------------------------------

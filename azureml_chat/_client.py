@@ -32,7 +32,9 @@ class AsyncChatClient(BaseAsyncClient):
 
     Args:
         endpoint_url: the scoring URL (``.../score``, ``.../v1/chat/completions``, ``.../chat/completions``,
-            ``.../models/chat/completions``; ``?api-version=`` is kept). Default: ``AZUREML_ENDPOINT_URL``.
+            ``.../models/chat/completions``). Your ``?api-version=`` is kept; an Azure AI Model Inference route
+            (``.../chat/completions``, ``.../completions`` without ``/v1/``) without one gets the current GA
+            version. Default: ``AZUREML_ENDPOINT_URL``.
         api_key: the endpoint key. Default: ``AZUREML_ENDPOINT_API_KEY``. Held masked.
         endpoint_type: ``"dedicated"`` (alias ``"realtime"``) or ``"serverless"``. Default:
             ``AZUREML_ENDPOINT_API_TYPE``, else inferred from the URL.
@@ -56,7 +58,9 @@ class AsyncChatClient(BaseAsyncClient):
         session: an ``aiohttp.ClientSession`` you own; the client then never closes it.
         retry: a full :class:`RetryPolicy` (backoff, caps); ``max_retries`` overrides its count.
         auth_header: ``"bearer"`` (``Authorization: Bearer``), ``"api-key"``, or ``"both"``.
-        extra_parameters: send ``extra-parameters: pass-through|drop|error`` (serverless unknown-parameter rule).
+        extra_parameters: send ``extra-parameters: pass-through|drop|error`` (serverless unknown-parameter rule)
+            on every call. Default: none, except that a call with parameters outside the Azure AI Model Inference
+            schema sends ``pass-through`` on that API's routes (so ``top_k=40`` reaches the model).
         max_connections: the connection pool size.
         allow_insecure_http: allow sending the key over ``http://`` to a host that is not this machine.
         max_event_bytes: the largest stream event accepted (a bigger one is a :class:`StreamError`).
@@ -66,6 +70,9 @@ class AsyncChatClient(BaseAsyncClient):
         transport: what sends the requests: any object with the transport protocol (``send``, ``open``,
             ``aclose``), such as ``azureml_chat.testing.MockTransport`` in tests. Default: an aiohttp
             connection pool. A transport you pass stays yours: the client never closes it.
+        split_reasoning: keep a chat answer's opening ``<think>...</think>`` block apart, as ``.reasoning``
+            (``True``, the default), or leave the text exactly as the model wrote it (``False``). A
+            ``reasoning_content`` field is read into ``.reasoning`` either way.
     """
 
     async def chat(
@@ -75,6 +82,7 @@ class AsyncChatClient(BaseAsyncClient):
         temperature: float | None = None,
         top_p: float | None = None,
         max_tokens: int | None = None,
+        max_completion_tokens: int | None = None,
         stop: str | list[str] | None = None,
         seed: int | None = None,
         tools: list[Mapping[str, Any]] | None = None,
@@ -95,13 +103,21 @@ class AsyncChatClient(BaseAsyncClient):
                 (``await client.chat("Hi!")``).
             temperature, top_p, max_tokens, stop, seed, tools, tool_choice, response_format, presence_penalty,
                 frequency_penalty: the common model parameters (the formatter renames them as its family needs).
+                A ``stop`` string is sent as a one-item list on the chat and text completions routes.
+            max_completion_tokens: the answer's length limit under the name o-series (reasoning) deployments take
+                instead of ``max_tokens``; passing both is an :class:`InvalidRequestError`, as OpenAI answers 400
+                to both. Sent as given (not part of the Azure AI Model Inference schema, so such a call
+                carries ``extra-parameters: pass-through`` there).
             timeout: this call's timeout (seconds or :class:`Timeout`); default: the client's.
             deployment: this call's deployment; default: the client's. Never sticks to later calls.
             extra_headers: headers for this call only.
             **model_params: any other model parameter, passed through as is, unless its name is within a
                 typo's reach of one of this method's keywords (``max_token``, ``temprature``): that raises
                 :class:`InvalidRequestError` ("did you mean max_tokens?"). A parameter meant for the model as
-                spelled goes in the client's ``model_kwargs=``, which is not checked by name.
+                spelled goes in the client's ``model_kwargs=``, which is not checked by name. On an Azure AI
+                Model Inference route (``.../chat/completions`` without ``/v1/``), a call with parameters
+                outside that API's schema carries ``extra-parameters: pass-through`` unless the client's
+                ``extra_parameters=`` (or a header) says otherwise.
 
         Raises:
             InvalidRequestError: bad messages or parameters, or a misspelt keyword (nothing was sent).
@@ -121,6 +137,7 @@ class AsyncChatClient(BaseAsyncClient):
             response_format,
             presence_penalty,
             frequency_penalty,
+            max_completion_tokens,
         )
         pipeline = self._open_pipeline()
         call = pipeline.prepare(
@@ -141,6 +158,7 @@ class AsyncChatClient(BaseAsyncClient):
         temperature: float | None = None,
         top_p: float | None = None,
         max_tokens: int | None = None,
+        max_completion_tokens: int | None = None,
         stop: str | list[str] | None = None,
         seed: int | None = None,
         tools: list[Mapping[str, Any]] | None = None,
@@ -173,6 +191,7 @@ class AsyncChatClient(BaseAsyncClient):
             response_format,
             presence_penalty,
             frequency_penalty,
+            max_completion_tokens,
         )
         pipeline = self._open_pipeline()
         call = pipeline.prepare(

@@ -19,6 +19,15 @@ __all__ = ["decode_json", "encode_json", "loads"]
 # Built once: json.dumps() with non-default options constructs a new encoder on every call (docs/performance.md).
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
+# orjson keeps an integer exactly from -2**63 to 2**64-1 and turns any other into a float
+# (100000000000000000001 -> 1e+20); the stdlib keeps them all. Outside that range an integer has 19 digits or
+# more, so a text with a run of 19 digits is left to the stdlib: every digit becomes "0" and the run is one
+# search. A run inside a string or a fraction costs only the slower parse (the two codecs agree there). The
+# search is partition(): `in` and find() on bytes parse their argument the slow way (an int is tried first, or a
+# format string is built), which costs more than the search itself on a small body (docs/performance.md).
+_ZEROED = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * 19
+
 
 def encode_json(body: Mapping[str, Any]) -> bytes:
     """The request body as compact UTF-8 JSON."""
@@ -34,9 +43,13 @@ def encode_json(body: Mapping[str, Any]) -> bytes:
 
 
 def decode_json(raw: bytes, formatter: str) -> Any:
-    """Parse a 2xx body; a JSON string that itself holds JSON (custom ``score.py``) is decoded twice."""
+    """Parse a 2xx body; a JSON string that itself holds JSON (custom ``score.py``) is decoded twice. Every
+    integer is kept exactly, whichever codec runs."""
     try:
-        value = orjson.loads(raw) if orjson is not None else json.loads(raw)
+        if orjson is not None and not raw.translate(_ZEROED).partition(_LONG_RUN)[1]:
+            value = orjson.loads(raw)
+        else:
+            value = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         text = raw[: _defaults.RESPONSE_EXCERPT].decode("utf-8", errors="replace")
         hint = (
@@ -54,5 +67,10 @@ def decode_json(raw: bytes, formatter: str) -> Any:
 
 
 def loads(text: str | bytes) -> Any:
-    """Parse JSON text (one stream event, or a body) with the fastest codec available; ``ValueError`` when invalid."""
-    return orjson.loads(text) if orjson is not None else json.loads(text)
+    """Parse JSON text (one stream event, or a body) with the fastest codec that keeps every integer exactly;
+    ``ValueError`` when invalid."""
+    if orjson is not None:
+        probe = text.encode() if type(text) is str else text
+        if not probe.translate(_ZEROED).partition(_LONG_RUN)[1]:
+            return orjson.loads(text)
+    return json.loads(text)

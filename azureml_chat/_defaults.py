@@ -75,3 +75,24 @@ POOL_THROTTLE_COOLDOWN = 1.0
 # How often a call that waits for another call's probe of the same endpoint looks at its verdict: small
 # against a probe's own round trip, large against the loop's overhead.
 PROBE_POLL = 0.05
+
+# --- the Azure AI Model Inference API (issue 15) ---
+# The api-version added to a model-inference URL (.../chat/completions, .../models/chat/completions,
+# .../completions) that carries none: the service answers 400 without one. The GA version of Microsoft Learn's
+# "Azure AI Model Inference REST API reference" (reference-model-inference-api.md, whose requests are
+# POST /chat/completions?api-version=2025-04-01) and of azure-rest-api-specs
+# specification/ai/data-plane/ModelInference/stable/2025-04-01. The specs also hold a later stable 2025-05-01,
+# whose chat request adds only user_security_context; the docs do not use it yet. azure-ai-inference still
+# sends 2024-05-01-preview (azure_protocol.md 2.1).
+MODEL_INFERENCE_API_VERSION = "2025-04-01"
+
+# --- rate-limit headers and the release after a cooldown (issue 15) ---
+# An answer whose x-ratelimit-remaining-requests/-tokens is 0 but that gives no reset pauses the client (or
+# sets its pool member aside) this long. Azure OpenAI sends remaining-* without reset-* and meters requests over
+# 1 s or 10 s slices (fleet.md 5.1); a second is its shortest slice, and the probe after it finds out the rest.
+SPENT_QUOTA_PAUSE = 1.0
+# The gradual release after a cooldown (_release.py) ends once a stage this large was answered without a 429,
+# 255 calls since the cooldown (or twice what the last interrupted release got answered, when more): a window
+# with that much room is past a herd's reach (a 10 s slice of the serverless default of 1,000 RPM holds 167,
+# fleet.md 5.2), and a client under steady load is back on its fast path after 8 round trips.
+RELEASE_OPEN = 128

@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeAlias, cast
 import aiohttp
 import attrs
 
+from . import _defaults
 from ._auth import DEFAULT_SCOPE, TokenProvider
 from ._config import Secret, check_header_token, check_headers, is_loopback
 from ._errors import ConfigurationError
@@ -29,7 +30,15 @@ from ._version import __version__
 from .formatters import ContentFormatter, Route, get_formatter
 from .formatters._base import ROUTE_PATHS
 
-__all__ = ["Endpoint", "EndpointType", "ResolvedEndpoint", "build_endpoint", "default_name", "resolve_url"]
+__all__ = [
+    "Endpoint",
+    "EndpointType",
+    "ResolvedEndpoint",
+    "build_endpoint",
+    "default_name",
+    "is_model_inference",
+    "resolve_url",
+]
 
 EndpointType: TypeAlias = Literal["dedicated", "serverless"]
 
@@ -144,7 +153,8 @@ class ResolvedEndpoint:
     """One endpoint, resolved and checked: everything an attempt needs to address and authorize a request.
 
     Attributes:
-        url: the URL requests are posted to (``?api-version=`` kept).
+        url: the URL requests are posted to (a user's ``?api-version=`` kept; the current GA one added on an
+            Azure AI Model Inference route that has none).
         route: the dialect the URL speaks.
         endpoint_type: ``"dedicated"`` or ``"serverless"``.
         host: the URL's host, lower-cased.
@@ -155,6 +165,8 @@ class ResolvedEndpoint:
         headers: what every request to this endpoint carries: content type, user agent, the key's
             header(s) and the client's extra headers. Read-only.
         name: the endpoint's name (``Endpoint.name``; for a single URL, derived from it the same way).
+        model_inference: whether the URL is an Azure AI Model Inference route (:func:`is_model_inference`):
+            read per call, so worked out once from the URL.
     """
 
     url: str
@@ -167,6 +179,7 @@ class ResolvedEndpoint:
     auth: TokenProvider | None = attrs.field(repr=False)
     headers: Mapping[str, str] = attrs.field(repr=False)
     name: str
+    model_inference: bool = False
 
     @property
     def streams(self) -> bool:
@@ -195,7 +208,9 @@ def resolve_url(url: str, endpoint_type: str | None) -> tuple[str, Route, Endpoi
     """Check ``url`` (scheme, host, route) and work out ``(clean url, route, endpoint type, host)``.
 
     Only the scheme, the presence of a host and the path are checked, so documentation placeholders such as
-    ``https://<your-endpoint>.<your_region>.inference.ml.azure.com/score`` construct fine.
+    ``https://<your-endpoint>.<your_region>.inference.ml.azure.com/score`` construct fine. The clean URL of an
+    Azure AI Model Inference route (:func:`is_model_inference`) without ``api-version`` in its query gets
+    ``_defaults.MODEL_INFERENCE_API_VERSION``; any other query is kept as written.
     """
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError(f"pass endpoint_url= or set {ENV_URL} (the endpoint's scoring URL)")
@@ -242,8 +257,32 @@ def resolve_url(url: str, endpoint_type: str | None) -> tuple[str, Route, Endpoi
     if kind is None:
         dedicated_host = host.endswith(".inference.ml.azure.com")
         kind = "dedicated" if route is Route.SCORE or dedicated_host else "serverless"
-    clean = urllib.parse.urlunsplit((parts.scheme.lower(), parts.netloc, path, parts.query, ""))
+    query = parts.query
+    if route is not Route.SCORE and is_model_inference(path) and not _has_api_version(query):
+        # The service answers 400 without one; a version the user wrote is theirs to keep.
+        version = f"api-version={_defaults.MODEL_INFERENCE_API_VERSION}"
+        query = f"{query}&{version}" if query else version
+    clean = urllib.parse.urlunsplit((parts.scheme.lower(), parts.netloc, path, query, ""))
     return clean, route, kind, host
+
+
+def is_model_inference(path: str) -> bool:
+    """Whether a chat or text completions path is the Azure AI Model Inference API's (``/chat/completions``,
+    ``/models/chat/completions``, ``/completions``, under any prefix a gateway adds).
+
+    Those routes take ``?api-version=`` (required) and the ``extra-parameters`` header. Two kinds of path that
+    end the same way are not: the provider-native ``/v1/`` routes (``/v1/chat/completions``, vLLM's, Azure
+    OpenAI's ``/openai/v1/``), which are OpenAI's API, take no ``api-version`` and pass unknown fields to the
+    model anyway; and Azure OpenAI's ``/openai/deployments/...``, whose ``api-version`` values are its own.
+    """
+    head = path.removesuffix("/completions").removesuffix("/chat")
+    return not head.endswith("/v1") and "/openai/" not in f"{head}/"
+
+
+def _has_api_version(query: str) -> bool:
+    return any(
+        name.lower() == "api-version" for name, _ in urllib.parse.parse_qsl(query, keep_blank_values=True)
+    )
 
 
 def build_endpoint(
@@ -328,6 +367,7 @@ def build_endpoint(
         auth=TokenProvider(credential, credential_scope) if credential is not None else None,
         headers=MappingProxyType(sent),
         name=name or default_name(clean, deployment),
+        model_inference=route is not Route.SCORE and is_model_inference(urllib.parse.urlsplit(clean).path),
     )
 
 

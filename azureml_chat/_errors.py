@@ -32,7 +32,7 @@ from typing import Any
 from multidict import CIMultiDict
 
 from . import _defaults
-from ._retry_after import parse_retry_after
+from ._retry_after import throttle_wait
 
 __all__ = [
     "APIConnectionError",
@@ -202,8 +202,9 @@ class RateLimitError(APIStatusError):
 
     @property
     def retry_after(self) -> float | None:
-        """Seconds the endpoint asked us to wait (``retry-after-ms``, ``Retry-After``, ...), when it said."""
-        return parse_retry_after(self.headers)
+        """Seconds the endpoint asked us to wait, when it said: ``retry-after-ms``, ``Retry-After`` ..., else
+        until its spent quota resets (``x-ratelimit-reset-requests`` / ``-tokens``)."""
+        return throttle_wait(self.headers)
 
 
 class InternalServerError(APIStatusError):

@@ -18,7 +18,7 @@ from ._call import Call
 from ._errors import APIConnectionError, APIStatusError, AzureMLChatError, InvalidRequestError, RateLimitError
 from ._health import is_endpoint_fault
 from ._retry import RetryPolicy, retry_decision
-from ._retry_after import reset_after
+from ._retry_after import REMAINING_REQUESTS, REMAINING_TOKENS, spent_wait
 from ._router import Member, Router
 
 __all__ = ["aim_anywhere", "fail_over", "note_headroom", "outcome", "record_failure", "wait_for_turn"]
@@ -110,15 +110,20 @@ async def wait_for_turn(member: Member, max_retry_after: float) -> bool:
         await asyncio.sleep(_defaults.PROBE_POLL)
 
 
-# A member whose answer says its quota is spent is left alone until the reset (routing prefers the others).
-_REMAINING_REQUESTS = "x-ratelimit-remaining-requests"
-_REMAINING_TOKENS = "x-ratelimit-remaining-tokens"
-
-
 def note_headroom(member: Member, headers: Mapping[str, str]) -> None:
-    """Remember until when ``member``'s own rate-limit headers say its quota is spent."""
-    if headers.get(_REMAINING_REQUESTS) == "0" or headers.get(_REMAINING_TOKENS) == "0":
-        member.spent_until = time.monotonic() + (reset_after(headers) or _defaults.POOL_THROTTLE_COOLDOWN)
+    """Remember until when ``member``'s answer says its quota is spent (``x-ratelimit-remaining-*`` at 0, until
+    its reset: ``spent_wait``); meanwhile routing prefers the other members of its priority.
+
+    Routing, not a pause: a spent member with the lowest priority value may still be chosen, and its call then
+    meets the 429 that sets it aside and fails over, where pausing its limiter would hold the call there. (A
+    client over one URL pauses instead: ``RateLimiter.note_answer``.)
+    """
+    # Every answer of a pool comes here: the usual one (room left, or no such headers) costs two lookups.
+    if headers.get(REMAINING_REQUESTS) != "0" and headers.get(REMAINING_TOKENS) != "0":
+        return
+    wait = spent_wait(headers)
+    if wait is not None:
+        member.spent_until = time.monotonic() + wait
 
 
 def outcome(error: BaseException) -> str:
@@ -126,12 +131,8 @@ def outcome(error: BaseException) -> str:
 
 
 def _cooldown_of(error: AzureMLChatError) -> float | None:
-    """How long a 429 asked its endpoint to be left alone (``Retry-After``, else Azure's reset headers)."""
-    if not isinstance(error, RateLimitError):
-        return None
-    if error.retry_after is not None:
-        return error.retry_after
-    return reset_after(error.headers)
+    """How long a 429 asked its endpoint to be left alone (``Retry-After``, else its quota's reset)."""
+    return error.retry_after if isinstance(error, RateLimitError) else None
 
 
 def record_failure(member: Member, error: AzureMLChatError, *, probe: bool) -> None:

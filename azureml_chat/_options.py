@@ -45,3 +45,4 @@ class ClientOptions(TypedDict, total=False):
     credential_scope: str
     rate_limit: RateLimit | None
     transport: AsyncTransport | None
+    split_reasoning: bool

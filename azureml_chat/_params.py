@@ -15,7 +15,13 @@ from typing import Any
 
 from ._errors import InvalidRequestError
 
-__all__ = ["check_completion_params", "check_names", "given", "merge_params"]
+__all__ = [
+    "MODEL_INFERENCE_FIELDS",
+    "check_completion_params",
+    "check_names",
+    "given",
+    "merge_params",
+]
 
 # Parameters the client sets itself; a caller passing them would break the call's contract.
 _RESERVED = {
@@ -28,6 +34,33 @@ _COMPLETION_RESERVED = {
     "messages": "complete() takes a prompt; call chat() for messages",
     "stream": "call stream_complete(...) to stream",
 }
+# The request fields of the Azure AI Model Inference API, chat completions and text completions together: a body
+# field outside them is an "extra parameter", refused with 400 unless the request carries ``extra-parameters``.
+# Chat: ChatCompletionsOptions of azure-rest-api-specs specification/ai/data-plane/ModelInference/stable/
+# 2025-04-01/openapi.json (the api-version the client adds, _defaults.MODEL_INFERENCE_API_VERSION). Text: the
+# request body of azure-ai-docs reference-model-inference-completions.md (prompt, frequency_penalty,
+# max_tokens, presence_penalty, seed, stop, stream, temperature, top_p). Not in either: OpenAI's
+# max_completion_tokens, n, logprobs, stream_options, user, parallel_tool_calls.
+MODEL_INFERENCE_FIELDS = frozenset(
+    {
+        "messages",
+        "prompt",
+        "model",
+        "frequency_penalty",
+        "presence_penalty",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "stop",
+        "stream",
+        "seed",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "modalities",
+    }
+)
+
 _TOOL_CHOICES = ("none", "auto", "required")
 _RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 
@@ -43,11 +76,12 @@ def given(
     response_format: Any = None,
     presence_penalty: Any = None,
     frequency_penalty: Any = None,
+    max_completion_tokens: Any = None,
 ) -> dict[str, Any]:
     """The common model parameters a call was given (not ``None``), by name: the keywords it actually passed.
 
-    Spelled out rather than looped: this runs on every call, and ten plain tests cost a fifth of a
-    comprehension over ten pairs (docs/performance.md).
+    Spelled out rather than looped: this runs on every call, and eleven plain tests cost a fifth of a
+    comprehension over eleven pairs (docs/performance.md).
     """
     common: dict[str, Any] = {}
     if temperature is not None:
@@ -56,6 +90,8 @@ def given(
         common["top_p"] = top_p
     if max_tokens is not None:
         common["max_tokens"] = max_tokens
+    if max_completion_tokens is not None:
+        common["max_completion_tokens"] = max_completion_tokens
     if stop is not None:
         common["stop"] = stop
     if seed is not None:
@@ -94,8 +130,9 @@ def merge_params(
     names onto one (``max_tokens`` and ``max_new_tokens`` on ``/score``) keeps the later one.
 
     Raises:
-        InvalidRequestError: for a parameter of the wrong type, one the client owns, or an ``extra`` keyword
-            that looks like a misspelt call keyword (:func:`check_names`; ``model_kwargs`` is not checked).
+        InvalidRequestError: for a parameter of the wrong type, one the client owns, an ``extra`` keyword
+            that looks like a misspelt call keyword (:func:`check_names`; ``model_kwargs`` is not checked), or
+            both ``max_tokens`` and ``max_completion_tokens`` (from any layers).
     """
     if extra:
         check_names(extra)
@@ -113,7 +150,18 @@ def merge_params(
         check = _CHECKS.get(name)
         if check is not None:
             params[name] = check(name, value)  # replaces a value, never adds a key: safe while iterating
+    if "max_completion_tokens" in params and "max_tokens" in params:
+        raise InvalidRequestError(_BOTH_LIMITS)
     return params
+
+
+# OpenAI answers 400 to a body with both ("Setting 'max_tokens' and 'max_completion_tokens' at the same time is
+# not supported", code invalid_parameter_combination); said here, before anything is sent, with where to look.
+_BOTH_LIMITS = (
+    "pass max_tokens or max_completion_tokens, not both: they are two names for the answer's length limit "
+    "(o-series deployments take max_completion_tokens, most others max_tokens). Look in the call's keywords and "
+    "in model_kwargs (the client's, or with_options(model_kwargs=...)) for the one to drop"
+)
 
 
 def _reserved(name: str, value: Any) -> Any:
@@ -197,6 +245,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "presence_penalty": _check_number,
     "frequency_penalty": _check_number,
     "max_tokens": _check_max_tokens,
+    "max_completion_tokens": _check_max_tokens,
     "seed": _check_int,
     "stop": _check_stop,
     "tools": _check_tools,
@@ -219,7 +268,6 @@ MODEL_PARAMETERS = frozenset(
         "best_of",
         "logit_bias",
         "logprobs",
-        "max_completion_tokens",
         "max_new_tokens",
         "min_p",
         "min_tokens",

@@ -6,9 +6,12 @@
       |
     attempts  under the retry policy (RetryPolicy: which failures, how long to wait), each one:
       |         rate-limit admission -> authorization -> transport.send / transport.open
-      |         -> a status >= 300 becomes its typed error (a 429 also starts the shared cooldown)
+      |         -> a status >= 300 becomes its typed error (a 429 also starts the shared cooldown, for as
+      |            long as its Retry-After, else its quota's reset, says: _retry_after.py)
+      |         -> an answer whose x-ratelimit-remaining-* is 0 pauses the next calls until the reset
       |         -> the admission ticket is handed back (a stream keeps it until it is released)
-    parse     the formatter reads the 2xx body (with the request id); the answer's tokens are charged
+    parse     the formatter reads the 2xx body (with the request id); an opening <think> block becomes the
+              answer's reasoning (_reasoning.py); the headers are stamped; the answer's tokens are charged
 
 A call's state is a :class:`~azureml_chat._call.Call`. On a client over several endpoints the router picks
 each attempt's endpoint and the call fails over between them (``_failover.py``); over one URL the router
@@ -29,6 +32,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 
+from multidict import CIMultiDictProxy
+
 from . import _defaults
 from ._call import Call
 from ._codec import decode_json, encode_json
@@ -47,8 +52,8 @@ from ._errors import (
 from ._failover import aim_anywhere, fail_over, note_headroom, record_failure, wait_for_turn
 from ._instrument import Instrumentation
 from ._operations import ChunkT, Operation
-from ._reasoning import split_reasoning
-from ._responses import ChatResponse
+from ._params import MODEL_INFERENCE_FIELDS
+from ._reasoning import MAY_OPEN_THINK, split_reasoning
 from ._retry import RetryPolicy
 from ._router import Member, Router
 from ._transport import AsyncTransport, Request, Response, StreamResponse, read_only
@@ -139,7 +144,9 @@ class Pipeline:
         stream = call.wants_stream and route in formatter.streaming_routes
         body = getattr(formatter, operation.build)(route, call.payload, call.params, stream=stream)
         call.body = encode_json(body)
-        call.headers = _call_headers(endpoint, call.request_id, call.deployment, call.extra_headers)
+        call.headers = _call_headers(
+            endpoint, call.request_id, call.deployment, call.extra_headers, call.params
+        )
         call.member, call.endpoint, call.stream = member, endpoint, stream
 
     # --- send -------------------------------------------------------------------------------------------
@@ -171,20 +178,26 @@ class Pipeline:
         headers = response.headers
         request_id = headers.get("x-request-id") or call.request_id
         body = decode_json(response.content, endpoint.formatter.name)
-        answer: ResponseT = getattr(endpoint.formatter, call.operation.read)(
-            endpoint.route, body, request_id=request_id
-        )
-        if self.split_reasoning and call.operation.splits_reasoning:
-            answer = cast(ResponseT, split_reasoning(cast(ChatResponse, answer)))
+        operation = call.operation
+        answer: Any = getattr(endpoint.formatter, operation.read)(endpoint.route, body, request_id=request_id)
+        if self.split_reasoning and operation.splits_reasoning:
+            choices = answer.choices
+            content = choices[0].message.content
+            # Tested inline (a call per answer costs more than the test): most answers have one choice that
+            # cannot open with a <think> block.
+            if len(choices) > 1 or (content is not None and content.startswith(MAY_OPEN_THINK)):
+                answer = split_reasoning(answer)
         # Stamped here, not by the formatter (whose hooks know nothing of pools or transports): C-level stores
         # on a frozen instance the formatter just built.
         object.__setattr__(answer, "endpoint", call.member.name)
-        object.__setattr__(answer, "headers", read_only(headers))
+        object.__setattr__(
+            answer, "headers", headers if type(headers) is CIMultiDictProxy else read_only(headers)
+        )
         usage = getattr(answer, "usage", None)
         limiter = call.member.limiter
         if charge and usage is not None and limiter.counts_tokens:
             limiter.charge(usage.total_tokens)
-        return answer
+        return answer  # type: ignore[no-any-return]  # the operation's own response type
 
     async def with_retries(
         self, call: Call[Any, Any], attempt: Callable[[Call[Any, Any]], Awaitable[T]]
@@ -267,6 +280,9 @@ class Pipeline:
                 response = opened = await self.transport.open(request)
                 if opened.status_code >= 300:
                     raise await _stream_status_error(opened, call.request_id)
+                if ticket is not None:
+                    # The quota took it: the release after a cooldown need not wait for the stream's end.
+                    limiter.answered(ticket)
                 call.ticket, ticket = ticket, None
             else:
                 response = await self.transport.send(request)
@@ -283,6 +299,8 @@ class Pipeline:
         finally:
             if ticket is not None:
                 limiter.finish(ticket)
+        if self.router.single:  # a pool routes around a member whose quota is spent instead (_routed)
+            limiter.note_answer(response.headers)  # remaining 0: the next calls wait for the reset
         if logger.isEnabledFor(logging.DEBUG):
             _log_attempt(call, str(response.status_code), started, response.headers.get("x-request-id"))
         call.observer.attempt(call.attempts, endpoint, None)
@@ -409,9 +427,25 @@ def _call_headers(
     request_id: str,
     deployment: str | None,
     extra_headers: Mapping[str, str] | None,
+    params: Mapping[str, Any],
 ) -> dict[str, str]:
+    """The headers of a call to ``endpoint``: the endpoint's, the request id, the deployment, then the call's own.
+
+    On an Azure AI Model Inference route, a call with parameters outside that API's schema (``top_k``,
+    ``safe_prompt``, ...) carries ``extra-parameters: pass-through`` (the service's default, ``error``, answers
+    400 to them), as azure-ai-inference does for its ``model_extras``, unless the user chose a value: the
+    client's ``extra_parameters=`` or ``headers=``, or the call's ``extra_headers=`` (applied after). Not on
+    ``/score`` (no such header) nor on the provider-native ``/v1/`` routes, which pass every field to the model
+    (:func:`~azureml_chat._endpoint.is_model_inference`).
+    """
     headers = dict(endpoint.headers)
     headers["x-ms-client-request-id"] = request_id
+    if (
+        endpoint.model_inference
+        and not params.keys() <= MODEL_INFERENCE_FIELDS
+        and "extra-parameters" not in headers
+    ):
+        headers["extra-parameters"] = "pass-through"
     chosen = deployment if deployment is not None else endpoint.deployment
     try:
         if chosen is not None:

@@ -1,7 +1,7 @@
 """Reasoning kept apart from the answer: a ``<think>...</think>`` block opening a chat answer's content (as
 DeepSeek-R1 on Azure serverless writes it) becomes the choice's ``reasoning``, the text after it its content.
 
-Only a block at the very start counts (whitespace before it aside): the same tags later in the text are the
+Only a block at the very start counts (spaces, tabs and line breaks before it aside): the same tags later in the text are the
 answer's own words. The reasoning is the text between the tags without its surrounding whitespace; the
 content is the text after ``</think>`` without its leading whitespace. A block never closed (the answer was
 cut at ``max_tokens``) is all reasoning. A stream splits the same way whatever its chunking, so the joined
@@ -14,14 +14,18 @@ import attrs
 
 from ._responses import ChatChunk, ChatResponse, Choice
 
-__all__ = ["ThinkSplitter", "split_reasoning", "split_think"]
+__all__ = ["MAY_OPEN_THINK", "ThinkSplitter", "split_reasoning", "split_think"]
 
 OPEN, CLOSE = "<think>", "</think>"
+# The whitespace allowed before an opening <think>, and how such a content may start (a tuple for one
+# str.startswith call, which is how the client tests every answer).
+_SPACE = " \n\r\t"
+MAY_OPEN_THINK = (OPEN, *_SPACE)
 
 
 def split_think(text: str) -> tuple[str | None, str] | None:
     """``(reasoning, content)`` when ``text`` opens with a ``<think>`` block, else ``None``."""
-    body = text.lstrip()
+    body = text.lstrip(_SPACE)
     if not body.startswith(OPEN):
         return None
     inner, closed, rest = body[len(OPEN) :].partition(CLOSE)
@@ -40,11 +44,7 @@ def split_reasoning(response: ChatResponse) -> ChatResponse:
 
 def _split_choice(choice: Choice) -> Choice:
     content = choice.message.content
-    if (
-        content is None
-        or choice.reasoning is not None
-        or not (content.startswith(OPEN) or content[:1].isspace())
-    ):
+    if content is None or choice.reasoning is not None or not content.startswith(MAY_OPEN_THINK):
         return choice
     parts = split_think(content)
     if parts is None:
@@ -98,7 +98,7 @@ class ThinkSplitter:
             state = self._state
             if state == _START:
                 held = self._held + text
-                body = held.lstrip()
+                body = held.lstrip(_SPACE)
                 if body.startswith(OPEN):
                     self._state, self._held, text = _THINK_START, "", body[len(OPEN) :]
                 elif OPEN.startswith(body):

@@ -76,8 +76,11 @@ class Choice:
     logprobs: Any = attrs.field(default=None, repr=False)
 
 
-def _choices(value: Iterable[Any]) -> tuple[Any, ...]:
-    return value if type(value) is tuple else tuple(value)
+def _choices(value: Iterable[Any], owner: str) -> tuple[Any, ...]:
+    choices = tuple(value)
+    if not choices:
+        raise ValueError(f"{owner} needs at least one choice")
+    return choices
 
 
 @attrs.frozen(init=False)
@@ -128,12 +131,19 @@ class ChatResponse:
             if message is None:
                 raise TypeError("ChatResponse needs message= (one answer) or choices= (several)")
             choices = (Choice(message=message, finish_reason=finish_reason, reasoning=reasoning),)
-        elif message is not None or finish_reason is not None or reasoning is not None:
-            raise TypeError("give ChatResponse either message= (with finish_reason=, reasoning=) or choices=")
-        else:
-            choices = _choices(choices)
-            if not choices:
-                raise ValueError("ChatResponse needs at least one choice")
+        elif (
+            type(choices) is not tuple
+            or not choices
+            or message is not None
+            or finish_reason is not None
+            or reasoning is not None
+        ):
+            # Not the built-in formatters' tuple (checked inline: this runs once per answer).
+            if message is not None or finish_reason is not None or reasoning is not None:
+                raise TypeError(
+                    "give ChatResponse either message= (with finish_reason=, reasoning=) or choices="
+                )
+            choices = _choices(choices, "ChatResponse")
         self.__attrs_init__(choices, usage, model, id, request_id, raw, endpoint, headers)
 
     @property
@@ -160,6 +170,38 @@ class ChatResponse:
     def tool_calls(self) -> tuple[ToolCall, ...]:
         """The tool calls the first choice asked for, in order."""
         return self.choices[0].message.tool_calls
+
+
+def chat_response(
+    choices: tuple[Choice, ...],
+    usage: Usage | None,
+    model: str | None,
+    id: str | None,
+    request_id: str | None,
+    raw: Any,
+) -> ChatResponse:
+    """A :class:`ChatResponse` of ``choices`` (a tuple of one or more), built without the constructor's argument
+    checks: how the built-in formatters build every answer (the checks cost more than the rest)."""
+    response = _new(ChatResponse)
+    response.__attrs_init__(choices, usage, model, id, request_id, raw, None, _NO_HEADERS)
+    return response
+
+
+def completion_response(
+    choices: tuple[CompletionChoice, ...],
+    usage: Usage | None,
+    model: str | None,
+    id: str | None,
+    request_id: str | None,
+    raw: Any,
+) -> CompletionResponse:
+    """A :class:`CompletionResponse` of ``choices`` (a tuple of one or more), built as :func:`chat_response`."""
+    response = _new(CompletionResponse)
+    response.__attrs_init__(choices, usage, model, id, request_id, raw, None, _NO_HEADERS)
+    return response
+
+
+_new = object.__new__
 
 
 @attrs.frozen(kw_only=True)
@@ -265,12 +307,10 @@ class CompletionResponse:
             if text is None:
                 raise TypeError("CompletionResponse needs text= (one completion) or choices= (several)")
             choices = (CompletionChoice(text=text, finish_reason=finish_reason),)
-        elif text is not None or finish_reason is not None:
-            raise TypeError("give CompletionResponse either text= (with finish_reason=) or choices=")
-        else:
-            choices = _choices(choices)
-            if not choices:
-                raise ValueError("CompletionResponse needs at least one choice")
+        elif type(choices) is not tuple or not choices or text is not None or finish_reason is not None:
+            if text is not None or finish_reason is not None:
+                raise TypeError("give CompletionResponse either text= (with finish_reason=) or choices=")
+            choices = _choices(choices, "CompletionResponse")
         self.__attrs_init__(choices, usage, model, id, request_id, raw, endpoint, headers)
 
     @property

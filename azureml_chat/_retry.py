@@ -16,7 +16,7 @@ import attrs
 import tenacity
 
 from . import _defaults
-from ._errors import APIConnectionError, APIStatusError, AzureMLChatError, ModelError
+from ._errors import APIConnectionError, APIStatusError, AzureMLChatError, ModelError, RateLimitError
 from ._retry_after import parse_retry_after
 
 __all__ = ["RetryPolicy", "backoff", "parse_retry_after", "retry_decision"]
@@ -55,14 +55,16 @@ def retry_decision(exc: BaseException, *, max_retry_after: float) -> RetryDecisi
 
     Connection errors and client timeouts are retried (a stream never gets here after its first chunk).
     Statuses 429, 500, 502, 503, 504, and 424 whose inner status is 408/429/5xx, are retried; every other
-    status is not. ``x-should-retry: true|false`` overrides the status rule. A server that demands a wait
-    longer than ``max_retry_after`` is not retried: the error is raised at once, carrying that wait.
+    status is not. ``x-should-retry: true|false`` overrides the status rule. The wait is the server's demand:
+    ``Retry-After`` and its kin, and for a 429 without them its quota's reset headers. A server that demands a
+    wait longer than ``max_retry_after`` is not retried: the error is raised at once, carrying that wait.
     """
     if isinstance(exc, APIConnectionError):
         return RetryDecision(True)
     if not isinstance(exc, APIStatusError):
         return RetryDecision(False)
-    retry_after = parse_retry_after(exc.headers)
+    # A 429 without Retry-After asks for its quota's reset (_retry_after.py); other statuses only say Retry-After.
+    retry_after = exc.retry_after if isinstance(exc, RateLimitError) else parse_retry_after(exc.headers)
     if retry_after is not None and retry_after > max_retry_after:
         return RetryDecision(False, retry_after)
     should = exc.headers.get("x-should-retry", "").strip().lower()

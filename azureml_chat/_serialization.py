@@ -154,12 +154,10 @@ converter.register_structure_hook(ToolCall, _structure_tool_call)
 # --- messages ------------------------------------------------------------------------------------------
 
 for _cls in _MESSAGE_CLASSES.values():
-    # An assistant message that only calls tools still says "content": null, as OpenAI does.
-    _overrides: dict[str, Any] = (
-        {"content": override(omit_if_default=False)} if _cls is AssistantMessage else {}
-    )
+    # Unset fields are left out. So an assistant message that only calls tools has no "content": Azure's schema
+    # types it as a string (no null), and OpenAI's needs it only when there are no tool_calls.
     converter.register_unstructure_hook(
-        _cls, make_dict_unstructure_fn(_cls, converter, _cattrs_omit_if_default=True, **_overrides)
+        _cls, make_dict_unstructure_fn(_cls, converter, _cattrs_omit_if_default=True)
     )
 converter.register_structure_hook(
     UserMessage,
@@ -168,7 +166,9 @@ converter.register_structure_hook(
 
 
 def message_to_wire(message: Message) -> dict[str, Any]:
-    """One message in the OpenAI chat shape (``role`` first, unset optional fields omitted)."""
+    """One message in the OpenAI chat shape (``role`` first, unset optional fields omitted): valid under both
+    OpenAI's and Azure's schemas, so an assistant message with tool calls and no text has no ``content``, and one
+    with neither says ``""``."""
     if (
         isinstance(message, (SystemMessage, UserMessage))
         and message.name is None
@@ -176,7 +176,7 @@ def message_to_wire(message: Message) -> dict[str, Any]:
     ):
         return {"role": message.role, "content": message.content}  # the common case, without cattrs
     wire: dict[str, Any] = {"role": message.role, **converter.unstructure(message)}
-    if message.role == "assistant" and wire.get("content") is None and "tool_calls" not in wire:
+    if message.role == "assistant" and "content" not in wire and "tool_calls" not in wire:
         wire["content"] = ""
     return wire
 
@@ -351,29 +351,22 @@ def structure_usage(value: Any) -> Usage | None:
         value.get("completion_tokens"),
         value.get("total_tokens"),
     )
-    cached = _detail(value.get("prompt_tokens_details"), "cached_tokens")
-    reasoning = _detail(value.get("completion_tokens_details"), "reasoning_tokens")
+    # Inline reads, not helper calls: this runs once per answer (docs/performance.md).
+    details = value.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if type(details) is dict else None
+    details = value.get("completion_tokens_details")
+    reasoning = details.get("reasoning_tokens") if type(details) is dict else None
+    if type(cached) is not int:
+        cached = None
+    if type(reasoning) is not int:
+        reasoning = None
     if type(prompt) is int and type(completion) is int and type(total) is int:
-        # The common case, without cattrs.
         return Usage(prompt, completion, total, cached_tokens=cached, reasoning_tokens=reasoning)
     counts = {
         key: value[key]
         for key in ("prompt_tokens", "completion_tokens", "total_tokens")
-        if _count(value.get(key))
+        if isinstance(value.get(key), int) and not isinstance(value.get(key), bool)
     }
     if not counts:
         return None
     return Usage(**counts, cached_tokens=cached, reasoning_tokens=reasoning)
-
-
-def _detail(details: Any, key: str) -> int | None:
-    if (
-        type(details) is not dict
-    ):  # absent (None) in the common case; a details object is always a JSON object
-        return None
-    count = details.get(key)
-    return count if _count(count) else None
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

@@ -143,6 +143,7 @@ class Client(Closing):
         credential_scope: str = DEFAULT_SCOPE,
         rate_limit: RateLimit | None = None,
         transport: AsyncTransport | None = None,
+        split_reasoning: bool = True,
     ) -> None:
         if session is not None:
             raise ConfigurationError(_NO_SESSION)
@@ -208,6 +209,7 @@ class Client(Closing):
         temperature: float | None = None,
         top_p: float | None = None,
         max_tokens: int | None = None,
+        max_completion_tokens: int | None = None,
         stop: str | list[str] | None = None,
         seed: int | None = None,
         tools: list[Mapping[str, Any]] | None = None,
@@ -232,6 +234,7 @@ class Client(Closing):
         temperature: float | None = None,
         top_p: float | None = None,
         max_tokens: int | None = None,
+        max_completion_tokens: int | None = None,
         stop: str | list[str] | None = None,
         seed: int | None = None,
         tools: list[Mapping[str, Any]] | None = None,

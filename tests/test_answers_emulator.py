@@ -24,7 +24,9 @@ async def emulator() -> Emulator:  # type: ignore[misc]
 
 @pytest.mark.parametrize("mode", ["think", "field"])
 @pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
-async def test_reasoning_modes_give_reasoning_apart_from_the_answer(emulator: Emulator, mode: str, streamed: bool) -> None:
+async def test_reasoning_modes_give_reasoning_apart_from_the_answer(
+    emulator: Emulator, mode: str, streamed: bool
+) -> None:
     """DeepSeek-style <think> content and vLLM-style reasoning_content both read as .reasoning and a clean answer."""
     async with AsyncChatClient(emulator.chat_url, KEY, deployment=mode, retry=fast_retry(0)) as client:
         if streamed:
@@ -47,7 +49,11 @@ async def test_split_reasoning_off_keeps_the_text_as_the_model_wrote_it(emulator
         whole = await client.chat("Capital?")
         async with client.stream("Capital?") as stream:
             text = "".join([chunk.content or "" async for chunk in stream])
-    assert (None, True, True) == (whole.reasoning, whole.content is not None and whole.content.startswith("<think>"), text.startswith("<think>"))
+    assert (None, True, True) == (
+        whole.reasoning,
+        whole.content is not None and whole.content.startswith("<think>"),
+        text.startswith("<think>"),
+    )
     assert whole.content == text
 
 

@@ -410,7 +410,10 @@ def test_batch_answers_every_line_and_exits_zero(threaded_emulator: Emulator, tm
     records = {record["id"]: record for record in output}
     assert (12, {*(f"q{i}" for i in range(10)), 12, 99}) == (len(output), set(records))
     assert "You said: question 4" == records["q4"]["content"]
-    assert {"id", "content", "finish_reason", "usage", "request_id", "endpoint"} == set(records["q4"])
+    assert {"id", "content", "reasoning", "finish_reason", "usage", "request_id", "endpoint"} == set(
+        records["q4"]
+    )
+    assert records["q4"]["reasoning"] is None
     assert ("You", "length") == (records[99]["content"], records[99]["finish_reason"])
     assert "You said: no id" == records[12]["content"]
     assert [0] * 12 == [r.body["temperature"] for r in threaded_emulator.requests]

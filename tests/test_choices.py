@@ -27,12 +27,16 @@ USAGE = {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}
 
 def sse(*events: Any, done: bool = True) -> list[bytes]:
     """Events as SSE pieces (dicts as JSON, strings as raw data), then ``[DONE]`` unless told not to."""
-    pieces = [f"data: {event if isinstance(event, str) else json.dumps(event)}\n\n".encode() for event in events]
+    pieces = [
+        f"data: {event if isinstance(event, str) else json.dumps(event)}\n\n".encode() for event in events
+    ]
     return pieces + ([b"data: [DONE]\n\n"] if done else [])
 
 
 def client(answer: MockResponse, *, url: str = CHAT_URL, **options: Any) -> AsyncChatClient:
-    return AsyncChatClient(url, "key", transport=MockTransport(lambda request: answer), retry=fast_retry(0), **options)
+    return AsyncChatClient(
+        url, "key", transport=MockTransport(lambda request: answer), retry=fast_retry(0), **options
+    )
 
 
 def delta(index: int, **fields: Any) -> dict[str, Any]:
@@ -69,7 +73,11 @@ async def test_a_whole_answer_keeps_every_choice_by_index() -> None:
         ),
         Choice(index=1, message=AssistantMessage("Second"), finish_reason="length"),
     ) == response.choices
-    assert ("First", "stop", AssistantMessage("First")) == (response.content, response.finish_reason, response.message)
+    assert ("First", "stop", AssistantMessage("First")) == (
+        response.content,
+        response.finish_reason,
+        response.message,
+    )
 
 
 async def test_a_stream_keeps_interleaved_choices_apart() -> None:
@@ -88,7 +96,9 @@ async def test_a_stream_keeps_interleaved_choices_apart() -> None:
         final = stream.final_response()
     assert ["Hel", "lo"] == [c.content for c in chunks if c.index == 0 and c.content]
     assert ["Bon", "jour"] == [c.content for c in chunks if c.index == 1 and c.content]
-    assert [("Hello", "length"), ("Bonjour", "stop")] == [(c.message.content, c.finish_reason) for c in final.choices]
+    assert [("Hello", "length"), ("Bonjour", "stop")] == [
+        (c.message.content, c.finish_reason) for c in final.choices
+    ]
     assert ([0, 1], Usage(5, 6, 11)) == ([c.index for c in final.choices], final.usage)
     assert "Hello" == final.content
 
@@ -177,7 +187,13 @@ async def test_text_completion_keeps_every_choice() -> None:
 
 async def test_a_stream_without_done_is_whole_once_every_choice_finished() -> None:
     """A server that never sends [DONE] still gives a whole answer when each choice had its finish_reason."""
-    events = sse(delta(0, content="A"), delta(1, content="B"), delta(0, finish_reason="stop"), delta(1, finish_reason="stop"), done=False)
+    events = sse(
+        delta(0, content="A"),
+        delta(1, content="B"),
+        delta(0, finish_reason="stop"),
+        delta(1, finish_reason="stop"),
+        done=False,
+    )
     async with client(MockResponse(200, content=events)) as chat, chat.stream("Hi", n=2) as stream:
         _ = [chunk async for chunk in stream]
         final = stream.final_response()
@@ -209,19 +225,30 @@ async def test_a_stream_cut_before_every_choice_finished_is_a_stream_error(event
                 _ = [chunk async for chunk in stream]
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream", "text/event-stream; charset=utf-8"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/octet-stream", "text/event-stream; charset=utf-8"]
+)
 async def test_any_content_type_but_json_is_read_as_events(content_type: str) -> None:
     """A 2xx answer to a stream request is SSE whatever its content type, unless it is JSON."""
-    answer = MockResponse(200, content=sse(delta(0, content="A"), delta(0, finish_reason="stop")), headers={"content-type": content_type})
+    answer = MockResponse(
+        200,
+        content=sse(delta(0, content="A"), delta(0, finish_reason="stop")),
+        headers={"content-type": content_type},
+    )
     async with client(answer) as chat, chat.stream("Hi") as stream:
         chunks: list[ChatChunk] = [chunk async for chunk in stream]
     assert "A" == "".join(c.content or "" for c in chunks)
 
 
-@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/vnd.api+json"])
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/vnd.api+json"],
+)
 async def test_a_json_answer_to_a_stream_request_is_one_whole_answer(content_type: str) -> None:
     """A JSON body (any JSON media type, any case, with parameters) is read as one whole answer."""
-    answer = MockResponse(200, content=json.dumps(TWO_CHOICES).encode(), headers={"content-type": content_type})
+    answer = MockResponse(
+        200, content=json.dumps(TWO_CHOICES).encode(), headers={"content-type": content_type}
+    )
     async with client(answer) as chat, chat.stream("Hi") as stream:
         chunks = [chunk async for chunk in stream]
     assert ["First", "Second"] == [c.content for c in chunks]
@@ -243,7 +270,9 @@ async def test_a_stream_with_no_content_type_at_all_is_read_as_events() -> None:
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        async with AsyncChatClient(f"http://127.0.0.1:{port}/v1/chat/completions", "key", retry=fast_retry(0)) as chat:
+        async with AsyncChatClient(
+            f"http://127.0.0.1:{port}/v1/chat/completions", "key", retry=fast_retry(0)
+        ) as chat:
             async with chat.stream("Hi") as stream:
                 text = "".join([chunk.content or "" async for chunk in stream])
                 assert "content-type" not in stream.headers

@@ -88,7 +88,13 @@ def test_chat_json_usage_has_the_python_api_names(emulator: Emulator, stream: bo
     assert 0 == done.returncode, done.stderr
     usage = json.loads(done.stdout)["usage"]
     assert {"prompt_tokens", "completion_tokens", "total_tokens"} <= set(usage)
-    assert set(usage) <= {"prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens"}
+    assert set(usage) <= {
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "cached_tokens",
+        "reasoning_tokens",
+    }
     assert None not in usage.values()
     assert usage["prompt_tokens"] + usage["completion_tokens"] == usage["total_tokens"]
 

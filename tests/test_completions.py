@@ -221,7 +221,9 @@ OPENAI_TABLE: list[tuple[str, Any, CompletionResponse]] = [
     (
         "choices-by-index",
         {"choices": [{"index": 1, "text": "second"}, {"index": 0, "text": "first"}]},
-        CompletionResponse(choices=[CompletionChoice(index=0, text="first"), CompletionChoice(index=1, text="second")]),
+        CompletionResponse(
+            choices=[CompletionChoice(index=0, text="first"), CompletionChoice(index=1, text="second")]
+        ),
     ),
 ]
 
@@ -653,12 +655,20 @@ async def test_a_broken_stream_is_a_stream_error_and_releases(emulator: Emulator
     assert ["You ", "said: ", "a "] == texts
 
 
-async def test_a_stream_without_done_is_a_stream_error(emulator: Emulator) -> None:
-    """A completion stream that ends without [DONE] is reported as possibly truncated."""
+async def test_a_stream_without_done_is_whole_once_finished_and_a_cut_one_is_a_stream_error(
+    emulator: Emulator,
+) -> None:
+    """A completion stream that ends without [DONE] after its finish reason is whole; one cut before it is a
+    StreamError (possibly truncated)."""
     async with connect(emulator, "openai") as client:
-        with pytest.raises(StreamError, match="without \\[DONE\\]"):
-            async with stream_complete(client, "a", extra_headers={"x-emulator-fault": "no_done"}) as stream:
-                async for _ in stream:
+        async with stream_complete(client, "a b", extra_headers={"x-emulator-fault": "no_done"}) as stream:
+            text = "".join([chunk.text async for chunk in stream])
+        assert ("You said: a b", "stop") == (text, stream.final_response().finish_reason)
+        with pytest.raises(StreamError, match="mid-stream"):
+            async with stream_complete(
+                client, "a b c d", extra_headers={"x-emulator-fault": "drop_after=2"}
+            ) as cut:
+                async for _ in cut:
                     pass
 
 

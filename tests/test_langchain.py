@@ -379,7 +379,7 @@ def test_history_with_tool_calls_reaches_the_wire(
     }
     expected = [
         {"role": "user", "content": "Oslo"},
-        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "assistant", "tool_calls": [call]},
         {"role": "tool", "content": "sunny", "tool_call_id": "c1"},
     ]
     assert expected == bodies(emu)[0]["messages"]

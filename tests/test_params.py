@@ -56,8 +56,9 @@ def test_chat_keywords_are_named_by_their_own_parameter() -> None:
         "response_format",
         "presence_penalty",
         "frequency_penalty",
+        "max_completion_tokens",
     ]
-    values = [0.0, 0.5, 7, [], 0, [{"type": "function"}], "auto", {"type": "text"}, 0.1, -0.1]
+    values = [0.0, 0.5, 7, [], 0, [{"type": "function"}], "auto", {"type": "text"}, 0.1, -0.1, 9]
     assert dict(zip(names, values, strict=True)) == given(*values)
     for position, name in enumerate(names):
         only_one = [None] * len(names)
@@ -106,6 +107,10 @@ BAD_VALUES = [
     ("max_tokens", 1.5),
     ("max_tokens", "64"),
     ("max_tokens", True),
+    ("max_completion_tokens", 0),
+    ("max_completion_tokens", 1.5),
+    ("max_completion_tokens", "64"),
+    ("max_completion_tokens", False),
     ("seed", 1.5),
     ("seed", "42"),
     ("seed", False),
@@ -145,6 +150,7 @@ GOOD_VALUES = [
     ("top_p", 1),
     ("presence_penalty", -2.0),
     ("max_tokens", 1),
+    ("max_completion_tokens", 1),
     ("seed", -7),
     ("stop", "END"),
     ("stop", ["END", "\n\n"]),
@@ -213,6 +219,8 @@ MISSPELT: list[tuple[str, str]] = [
     ("presense_penalty", "presence_penalty"),
     ("frequence_penalty", "frequency_penalty"),
     ("max_tokes", "max_tokens"),
+    ("max_completion_token", "max_completion_tokens"),
+    ("maxCompletionTokens", "max_completion_tokens"),
     ("timout", "timeout"),
     ("deploymnet", "deployment"),
     ("extra_header", "extra_headers"),
@@ -309,3 +317,32 @@ def test_a_batch_also_checks_its_own_keywords() -> None:
     with pytest.raises(InvalidRequestError, match=re.escape("did you mean concurrency?")):
         check_names({"concurency": 2}, ("concurrency", "return_exceptions"))
     check_names({"concurrency": 2, "temperature": 0.1}, ("concurrency", "return_exceptions"))
+
+
+# --- max_tokens and max_completion_tokens: two names for one limit --------------------------------------------
+
+BOTH_LIMITS = [
+    ({}, {"max_tokens": 5, "max_completion_tokens": 5}, {}),
+    ({"max_tokens": 256}, {"max_completion_tokens": 5}, {}),
+    ({"max_completion_tokens": 256}, {"max_tokens": 5}, {}),
+    ({}, {"max_tokens": 5}, {"max_completion_tokens": 5}),
+]
+
+
+@pytest.mark.parametrize(
+    ("model_kwargs", "common", "extra"), BOTH_LIMITS, ids=["call", "kwargs-then-call", "kwargs-mct", "extra"]
+)
+def test_both_length_limits_are_refused(
+    model_kwargs: dict[str, Any], common: dict[str, Any], extra: dict[str, Any]
+) -> None:
+    """max_tokens with max_completion_tokens, from any layers, is refused before sending (OpenAI answers 400)."""
+    with pytest.raises(InvalidRequestError, match="max_tokens or max_completion_tokens, not both") as caught:
+        merge_params(model_kwargs, common, extra)
+    assert "model_kwargs" in str(caught.value)
+
+
+def test_max_completion_tokens_alone_is_sent_as_given() -> None:
+    """max_completion_tokens alone passes, under its own name (no family renames it to max_tokens)."""
+    assert {"max_completion_tokens": 64, "temperature": 0} == merge_params(
+        {"temperature": 0}, given(max_completion_tokens=64), {}
+    )

@@ -39,28 +39,35 @@ def test_bad_limits_are_configuration_errors(kwargs: dict[str, Any]) -> None:
 
 
 async def test_limiter_is_open_until_throttled() -> None:
-    """An unthrottled limiter admits on the fast path; a 429 closes it for the cooldown, then one probe goes."""
+    """An unthrottled limiter admits on the fast path; a 429 closes it for the cooldown, then one probe goes; the
+    next call goes once the probe was answered, and the limiter is open again once a stage was left unfilled."""
     limiter = RateLimiter(RateLimit())
     assert limiter.open
     limiter.throttled(0.05)
     assert not limiter.open
     started = time.monotonic()
     probe = await limiter.admit()
-    assert probe.probe
+    release = probe.release
+    assert release >= 1
     assert time.monotonic() - started >= 0.04
     follower = asyncio.create_task(limiter.admit())
     await asyncio.sleep(0.02)
     assert not follower.done()  # waits for the probe's verdict
     limiter.finish(probe)
-    assert not (await follower).probe
-    assert limiter.open
+    second = await follower
+    assert release == second.release  # the second stage (room for 2) of the same release
+    assert not limiter.open
+    limiter.finish(second)
+    assert limiter.open  # the stage admitted 1 of 2: nobody was waiting, so the release is over
 
 
 async def test_throttled_probe_starts_a_new_cooldown() -> None:
-    """When the probe is throttled too, the waiters sleep through the new cooldown and exactly one probes."""
+    """When the probe is throttled too, the waiters sleep through the new cooldown and exactly one probes; the
+    other two follow together once it was answered (the next stage has room for 2)."""
     limiter = RateLimiter(RateLimit())
     limiter.throttled(0.01)
     probe = await limiter.admit()
+    first = probe.release
     waiters = [asyncio.create_task(limiter.admit()) for _ in range(3)]
     await asyncio.sleep(0.01)
     limiter.throttled(0.05)
@@ -70,9 +77,10 @@ async def test_throttled_probe_starts_a_new_cooldown() -> None:
     assert (1, 2) == (len(done), len(pending))
     assert time.monotonic() - started >= 0.04
     second_probe = done.pop().result()
-    assert second_probe.probe
+    release = second_probe.release
+    assert first + 1 == release  # a new release after the new cooldown
     limiter.finish(second_probe)
-    assert [False, False] == [ticket.probe for ticket in await asyncio.gather(*pending)]
+    assert [release, release] == [ticket.release for ticket in await asyncio.gather(*pending)]
 
 
 async def test_per_call_mode_ignores_throttling() -> None:

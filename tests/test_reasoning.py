@@ -31,7 +31,9 @@ SPLITS = [
 
 
 @pytest.mark.parametrize(("sent", "reasoning", "content"), SPLITS)
-def test_split_think_keeps_only_an_opening_block_apart(sent: str, reasoning: str | None, content: str) -> None:
+def test_split_think_keeps_only_an_opening_block_apart(
+    sent: str, reasoning: str | None, content: str
+) -> None:
     """Only a <think> block at the very start is reasoning, stripped of its surrounding whitespace."""
     parts = split_think(sent)
     assert (reasoning, content) == ((None, sent) if parts is None else parts)
@@ -41,7 +43,9 @@ def stream_split(pieces: list[str]) -> tuple[str | None, str]:
     splitter = ThinkSplitter()
     reasoning, content = [], []
     for position, piece in enumerate(pieces):
-        chunk = splitter.feed(ChatChunk(content=piece, finish_reason="stop" if position == len(pieces) - 1 else None))
+        chunk = splitter.feed(
+            ChatChunk(content=piece, finish_reason="stop" if position == len(pieces) - 1 else None)
+        )
         reasoning.append(chunk.reasoning or "")
         content.append(chunk.content or "")
     return "".join(reasoning) or None, "".join(content)
@@ -51,7 +55,9 @@ def stream_split(pieces: list[str]) -> tuple[str | None, str]:
 def cut(draw: st.DrawFn) -> tuple[str, list[str]]:
     text = draw(
         st.sampled_from([row[0] for row in SPLITS])
-        | st.lists(st.sampled_from(["<think>", "</think>", "<th", "ink>", "</", " ", "\n", "x", "yz"]), max_size=8).map("".join)
+        | st.lists(
+            st.sampled_from(["<think>", "</think>", "<th", "ink>", "</", " ", "\n", "x", "yz"]), max_size=8
+        ).map("".join)
     )
     cuts = sorted(draw(st.lists(st.integers(0, len(text)), max_size=6)))
     return text, [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
@@ -67,7 +73,9 @@ def test_a_stream_cut_anywhere_splits_like_the_whole_answer(case: tuple[str, lis
 
 
 def client(answer: MockResponse, **options: Any) -> AsyncChatClient:
-    return AsyncChatClient(URL, "key", transport=MockTransport(lambda request: answer), retry=fast_retry(0), **options)
+    return AsyncChatClient(
+        URL, "key", transport=MockTransport(lambda request: answer), retry=fast_retry(0), **options
+    )
 
 
 def body(message: dict[str, Any], **usage: Any) -> dict[str, Any]:
@@ -86,7 +94,9 @@ def sse(*deltas: dict[str, Any]) -> list[bytes]:
 @pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
 async def test_a_reasoning_field_is_the_answers_reasoning(field: str) -> None:
     """vLLM's reasoning_content (and its newer name, reasoning) is response.reasoning; content is the answer."""
-    async with client(MockResponse(200, json=body({"content": "Paris.", field: "Capital of France."}))) as chat:
+    async with client(
+        MockResponse(200, json=body({"content": "Paris.", field: "Capital of France."}))
+    ) as chat:
         response = await chat.chat("Capital?")
     assert ("Capital of France.", "Paris.") == (response.reasoning, response.content)
 
@@ -101,7 +111,14 @@ async def test_a_think_block_is_split_from_a_whole_answer() -> None:
 
 async def test_a_think_block_is_split_from_a_stream_with_the_tags_cut() -> None:
     """Tags cut across deltas are still found; chunks carry reasoning and content deltas apart."""
-    deltas = [{"role": "assistant"}, {"content": "<th"}, {"content": "ink>Hm"}, {"content": "m.</thi"}, {"content": "nk>\n\nPar"}, {"content": "is."}]
+    deltas = [
+        {"role": "assistant"},
+        {"content": "<th"},
+        {"content": "ink>Hm"},
+        {"content": "m.</thi"},
+        {"content": "nk>\n\nPar"},
+        {"content": "is."},
+    ]
     async with client(MockResponse(200, content=sse(*deltas))) as chat, chat.stream("Capital?") as stream:
         chunks = [chunk async for chunk in stream]
         final = stream.final_response()
@@ -129,7 +146,10 @@ async def test_a_stream_ending_at_done_inside_an_unfinished_tag_loses_nothing() 
 
 async def test_usage_details_are_read_from_answers_and_streams() -> None:
     """cached_tokens and reasoning_tokens come from the usage's *_details; None when not said."""
-    details = {"prompt_tokens_details": {"cached_tokens": 2}, "completion_tokens_details": {"reasoning_tokens": 7}}
+    details = {
+        "prompt_tokens_details": {"cached_tokens": 2},
+        "completion_tokens_details": {"reasoning_tokens": 7},
+    }
     async with client(MockResponse(200, json=body({"content": "x"}, **details))) as chat:
         usage = (await chat.chat("x")).usage
     assert usage is not None

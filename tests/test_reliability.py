@@ -178,7 +178,6 @@ async def test_connect_timeout_waiting_for_a_pooled_connection(emulator: Emulato
 
 STREAM_FAULTS = [
     ("drop_after=3", "mid-stream"),
-    ("no_done", r"without \[DONE\]"),
     ("malformed", "not JSON"),
 ]
 
@@ -194,6 +193,17 @@ async def test_stream_faults_raise_stream_error_without_retry(
             async for _ in client.stream(HI):
                 pass
         assert 0 == acquired(client)
+    assert 1 == len(emulator.requests)
+
+
+async def test_a_stream_that_ends_without_done_after_its_finish_reason_is_whole(emulator: Emulator) -> None:
+    """A server that never sends [DONE] (no_done) still gives the whole answer once it said why it ended."""
+    emulator.add_fault("no_done")
+    async with AsyncChatClient(emulator.chat_url, KEY, retry=fast_retry(2)) as client:
+        async with client.stream(HI) as stream:
+            text = "".join([chunk.content or "" async for chunk in stream])
+        assert ("stop", 0) == (stream.final_response().finish_reason, acquired(client))
+    assert "hello reliability" in text
     assert 1 == len(emulator.requests)
 
 

@@ -67,7 +67,6 @@ WIRE_TABLE: list[tuple[str, Any, dict[str, Any]]] = [
         AssistantMessage(tool_calls=[ToolCall("call_1", "get_weather", '{"city": "Paris"}')]),
         {
             "role": "assistant",
-            "content": None,
             "tool_calls": [
                 {
                     "id": "call_1",
@@ -237,7 +236,6 @@ def test_canonical_dicts_round_trip() -> None:
         {"role": "user", "content": [{"type": "text", "text": "hi"}]},
         {
             "role": "assistant",
-            "content": None,
             "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
         },
         {"role": "tool", "content": "done", "tool_call_id": "c1"},

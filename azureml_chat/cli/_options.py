@@ -137,8 +137,15 @@ def add_max_retries_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_sampling_options(parser: argparse.ArgumentParser) -> None:
-    """The default ``chat()`` arguments: ``--max-tokens``, ``--temperature``."""
-    parser.add_argument("--max-tokens", type=whole(1), help="the longest answer, in tokens")
+    """The default ``chat()`` arguments: ``--max-tokens`` (or ``--max-completion-tokens``), ``--temperature``."""
+    limit = parser.add_mutually_exclusive_group()
+    limit.add_argument("--max-tokens", type=whole(1), help="the longest answer, in tokens")
+    limit.add_argument(
+        "--max-completion-tokens",
+        type=whole(1),
+        help="the longest answer, in tokens, for o-series (reasoning) deployments, which take it instead of "
+        "--max-tokens",
+    )
     parser.add_argument("--temperature", type=finite, help="sampling temperature, e.g. 0 or 0.7")
 
 
@@ -248,6 +255,10 @@ def sampling_params(args: argparse.Namespace) -> dict[str, Any]:
     """The ``chat()`` arguments the sampling options set (those left out are not sent)."""
     return {
         name: value
-        for name, value in (("max_tokens", args.max_tokens), ("temperature", args.temperature))
+        for name, value in (
+            ("max_tokens", args.max_tokens),
+            ("max_completion_tokens", args.max_completion_tokens),
+            ("temperature", args.temperature),
+        )
         if value is not None
     }

@@ -43,6 +43,10 @@ class Route(enum.Enum):
     COMPLETIONS = "completions"
     """OpenAI-compatible text completions: ``/v1/completions``, ``/completions`` (a prompt in, text out)."""
 
+    # Members are singletons compared by identity, so the identity hash is a valid one, and C-level: Enum's own
+    # __hash__ is a Python call, paid on every request (route sets are tested per call).
+    __hash__ = object.__hash__
+
 
 # The wire-level hooks the client calls, each with the classic hooks a subclass may override instead: a class
 # that overrides one of those but not the wire-level hook gets the base class's, which converts and calls it.

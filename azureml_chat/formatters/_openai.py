@@ -17,6 +17,8 @@ from .._responses import (
     CompletionResponse,
     ToolCallDelta,
     Usage,
+    chat_response,
+    completion_response,
 )
 from .._serialization import converter, messages_to_wire, structure_usage
 from ._base import ContentFormatter, Route
@@ -35,8 +37,11 @@ __all__ = [
 def chat_completions_body(
     wire_messages: list[dict[str, Any]], params: Mapping[str, Any], *, stream: bool
 ) -> dict[str, Any]:
-    """The chat-completions body: ``messages`` (already in the wire shape), then every parameter at the top level."""
+    """The chat-completions body: ``messages`` (already in the wire shape), then every parameter at the top level,
+    with a ``stop`` string as a one-item list (Azure's schema takes only the list; OpenAI takes both)."""
     body: dict[str, Any] = {"messages": wire_messages, **params}
+    if "stop" in body and type(body["stop"]) is str:
+        body["stop"] = [body["stop"]]
     if stream:
         body["stream"] = True
     return body
@@ -54,15 +59,15 @@ def parse_chat_completion(
         raise formatter.shape_error("'choices' must be a non-empty list of objects", body)
     # Inline type tests rather than helper calls: this runs once per answer (docs/performance.md).
     model, completion_id = body.get("model"), body.get("id")
-    return ChatResponse(
-        choices=sorted(_chat_choices(formatter, body, choices), key=_by_index)
+    return chat_response(
+        tuple(sorted(_chat_choices(formatter, body, choices), key=_by_index))
         if len(choices) > 1
         else (_chat_choice(formatter, body, choices[0], 0),),
-        usage=structure_usage(body.get("usage")),
-        model=model if type(model) is str else None,
-        id=completion_id if type(completion_id) is str else None,
-        request_id=request_id,
-        raw=body,
+        structure_usage(body.get("usage")),
+        model if type(model) is str else None,
+        completion_id if type(completion_id) is str else None,
+        request_id,
+        body,
     )
 
 
@@ -75,19 +80,18 @@ def _by_index(choice: Choice | CompletionChoice) -> int:
 
 
 def _chat_choice(formatter: ContentFormatter, body: Any, choice: Any, position: int) -> Choice:
-    where = f"choices[{position}]"
     if not isinstance(choice, dict):
         raise formatter.shape_error("'choices' must be a non-empty list of objects", body)
     message = choice.get("message")
     if not isinstance(message, dict):
-        raise formatter.shape_error(f"'{where}.message' must be an object", body)
+        raise formatter.shape_error(f"'choices[{position}].message' must be an object", body)
     content = message.get("content")
-    if content is not None and not isinstance(content, str):
-        raise formatter.shape_error(f"'{where}.message.content' must be a string or null", body)
+    if content is not None and type(content) is not str:
+        raise formatter.shape_error(f"'choices[{position}].message.content' must be a string or null", body)
     raw_calls = message.get("tool_calls")
     if raw_calls:
         if not isinstance(raw_calls, list):
-            raise formatter.shape_error(f"'{where}.message.tool_calls' must be a list", body)
+            raise formatter.shape_error(f"'choices[{position}].message.tool_calls' must be a list", body)
         try:
             answer = AssistantMessage(
                 content, tool_calls=[converter.structure(call, ToolCall) for call in raw_calls]
@@ -96,21 +100,22 @@ def _chat_choice(formatter: ContentFormatter, body: Any, choice: Any, position: 
             raise formatter.shape_error(f"a tool call is malformed ({exc})", body) from None
     else:
         answer = AssistantMessage(content)
-    finish_reason = choice.get("finish_reason")
+    # Inline reads rather than helper calls: this runs once per choice of every answer (docs/performance.md).
+    finish_reason, index = choice.get("finish_reason"), choice.get("index", position)
+    # DeepSeek and vLLM send "reasoning_content"; newer vLLM releases call it "reasoning".
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
     return Choice(
-        index=_index(choice, position),
+        index=index if type(index) is int else position,
         message=answer,
         finish_reason=finish_reason if type(finish_reason) is str else None,
-        reasoning=_reasoning_of(message),
+        reasoning=reasoning if type(reasoning) is str else None,
         logprobs=choice.get("logprobs"),
     )
 
 
 def _reasoning_of(fields: dict[str, Any]) -> str | None:
     # DeepSeek and vLLM send "reasoning_content"; newer vLLM releases call it "reasoning".
-    reasoning = fields.get("reasoning_content")
-    if reasoning is None:
-        reasoning = fields.get("reasoning")
+    reasoning = fields.get("reasoning_content") or fields.get("reasoning")
     return reasoning if type(reasoning) is str else None
 
 
@@ -171,8 +176,11 @@ def _chat_chunk(
 
 
 def build_text_completions(prompt: str, params: Mapping[str, Any], *, stream: bool) -> dict[str, Any]:
-    """The text-completions body: ``prompt`` as given, then every parameter at the top level."""
+    """The text-completions body: ``prompt`` as given, then every parameter at the top level, with a ``stop``
+    string as a one-item list (as in :func:`chat_completions_body`: a list is valid under both specs)."""
     body: dict[str, Any] = {"prompt": prompt, **params}
+    if "stop" in body and type(body["stop"]) is str:
+        body["stop"] = [body["stop"]]
     if stream:
         body["stream"] = True
     return body
@@ -189,13 +197,13 @@ def parse_text_completion(
     if not isinstance(choices, list) or not choices:
         raise formatter.shape_error("'choices' must be a non-empty list of objects", body, completion=True)
     read = [_text_choice(formatter, body, choice, position) for position, choice in enumerate(choices)]
-    return CompletionResponse(
-        choices=sorted(read, key=_by_index) if len(read) > 1 else read,
-        usage=structure_usage(body.get("usage")),
-        model=_optional_str(body.get("model")),
-        id=_optional_str(body.get("id")),
-        request_id=request_id,
-        raw=body,
+    return completion_response(
+        tuple(sorted(read, key=_by_index)) if len(read) > 1 else (read[0],),
+        structure_usage(body.get("usage")),
+        _optional_str(body.get("model")),
+        _optional_str(body.get("id")),
+        request_id,
+        body,
     )
 
 

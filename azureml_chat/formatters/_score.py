@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from .._messages import AssistantMessage, Message
-from .._responses import ChatChunk, ChatResponse
+from .._responses import ChatChunk, ChatResponse, Choice, chat_response
 from .._serialization import messages_to_wire
 from ._base import ContentFormatter, Route
 from ._openai import chat_completions_body, parse_chat_chunk, parse_chat_completion
@@ -53,7 +53,9 @@ class LlamaFormatter(ContentFormatter):
             return parse_chat_completion(self, body, request_id=request_id)
         if not isinstance(body, dict) or not isinstance(body.get("output"), str):
             raise self.shape_error("expected a JSON object with an 'output' string", body)
-        return ChatResponse(message=AssistantMessage(body["output"]), request_id=request_id, raw=body)
+        return chat_response(
+            (Choice(message=AssistantMessage(body["output"])),), None, None, None, request_id, body
+        )
 
     def parse_response(self, route: Route, body: Any) -> ChatResponse:
         return self.read_chat(route, body, request_id=None)

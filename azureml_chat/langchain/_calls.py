@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 # The fields sent as default parameters of every call (``stop`` and ``model_kwargs`` are handled apart).
-_CALL_DEFAULTS = ("temperature", "max_tokens", "top_p", "seed")
+_CALL_DEFAULTS = ("temperature", "max_tokens", "max_completion_tokens", "top_p", "seed")
 # Keywords LangChain itself passes down to ``_generate``/``_stream`` that are not model parameters.
 _NOT_PARAMETERS = ("stream", "ls_structured_output_format", "structured_output_format")
 
@@ -46,6 +46,7 @@ class CallFields(Protocol):
     model_name: str | None
     temperature: float | None
     max_tokens: int | None
+    max_completion_tokens: int | None
     top_p: float | None
     seed: int | None
     stop: list[str] | None

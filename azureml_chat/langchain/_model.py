@@ -66,13 +66,13 @@ class AzureMLChatModel(BaseChatModel):
     Connection fields (see :class:`~azureml_chat.AsyncChatClient`): ``endpoint_url``, ``api_key`` (held as a
     masked ``SecretStr``), ``endpoint_type``, ``formatter``, ``deployment``, ``timeout``, ``max_retries``,
     ``credential``, ``headers``, ``retry``, ``auth_header``, ``extra_parameters``, ``max_connections``,
-    ``allow_insecure_http``, ``max_event_bytes``, ``credential_scope``. The ``AZUREML_*`` variables fill in
-    what is not given, once, at construction.
+    ``allow_insecure_http``, ``max_event_bytes``, ``credential_scope``, ``split_reasoning``. The ``AZUREML_*``
+    variables fill in what is not given, once, at construction.
 
     Call fields: ``model_name`` (alias ``model``; only names the model in metadata and traces unless you
-    send it with ``model_kwargs``), ``temperature``, ``max_tokens``, ``top_p``, ``seed``, ``stop``,
-    ``model_kwargs`` (any other parameter), ``streaming`` (``invoke`` streams), ``stream_usage``. A call's
-    keyword arguments override them for that call only; nothing a call passes sticks.
+    send it with ``model_kwargs``), ``temperature``, ``max_tokens`` (or ``max_completion_tokens``), ``top_p``,
+    ``seed``, ``stop``, ``model_kwargs`` (any other parameter), ``streaming`` (``invoke`` streams),
+    ``stream_usage``. A call's keyword arguments override them for that call only; nothing a call passes sticks.
     """
 
     model_config = ConfigDict(
@@ -113,11 +113,15 @@ class AzureMLChatModel(BaseChatModel):
     allow_insecure_http: bool = False
     max_event_bytes: int | None = None
     credential_scope: str | None = None
+    split_reasoning: bool = True
+    """Keep an opening ``<think>`` block apart as the reasoning (``additional_kwargs["reasoning_content"]``)."""
 
     model_name: str | None = Field(default=None, alias="model")
     """The model's name for metadata and tracing (the endpoint's own report wins in ``response_metadata``)."""
     temperature: float | None = None
     max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    """The answer's length limit for o-series (reasoning) deployments, instead of ``max_tokens`` (not both)."""
     top_p: float | None = None
     seed: int | None = None
     stop: list[str] | None = None
