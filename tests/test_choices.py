@@ -174,10 +174,10 @@ async def test_text_completion_keeps_every_choice() -> None:
         {"choices": [{"index": 0, "text": "ne", "finish_reason": "stop"}]},
         {"choices": [{"index": 1, "text": "wo", "finish_reason": "stop"}]},
     )
-    async with client(MockResponse(200, content=events), url=TEXT_URL) as chat:
-        async with chat.stream_complete("Count:", n=2) as stream:
-            chunks = [chunk async for chunk in stream]
-            final = stream.final_response()
+    streaming = client(MockResponse(200, content=events), url=TEXT_URL)
+    async with streaming as chat, chat.stream_complete("Count:", n=2) as stream:
+        chunks = [chunk async for chunk in stream]
+        final = stream.final_response()
     assert [1, 0, 0, 1] == [c.index for c in chunks]
     assert [" one", " two"] == [c.text for c in final.choices]
 
@@ -270,12 +270,14 @@ async def test_a_stream_with_no_content_type_at_all_is_read_as_events() -> None:
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        async with AsyncChatClient(
-            f"http://127.0.0.1:{port}/v1/chat/completions", "key", retry=fast_retry(0)
-        ) as chat:
-            async with chat.stream("Hi") as stream:
-                text = "".join([chunk.content or "" async for chunk in stream])
-                assert "content-type" not in stream.headers
+        async with (
+            AsyncChatClient(
+                f"http://127.0.0.1:{port}/v1/chat/completions", "key", retry=fast_retry(0)
+            ) as chat,
+            chat.stream("Hi") as stream,
+        ):
+            text = "".join([chunk.content or "" async for chunk in stream])
+            assert "content-type" not in stream.headers
     finally:
         server.close()
         await server.wait_closed()

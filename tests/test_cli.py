@@ -45,10 +45,38 @@ def run(
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
     emu = Emulator(
-        key=KEY, deployments=[Deployment("blue", family="llama"), Deployment("green", family="openai")]
+        key=KEY,
+        deployments=[
+            Deployment("blue", family="llama"),
+            Deployment("green", family="openai"),
+            Deployment("thinker", family="openai", reasoning="think", replies=["Paris."]),
+        ],
     )
     with emu.start_in_thread():
         yield emu
+
+
+@pytest.mark.parametrize("flags", [(), ("--no-stream",)], ids=["streamed", "whole"])
+def test_chat_shows_a_reasoning_models_reasoning_apart(emulator: Emulator, flags: tuple[str, ...]) -> None:
+    """A reasoning model's <think> block is printed as [reasoning], then the answer as [answer], tags gone."""
+    done = run(
+        "chat", "Capital?", "--url", emulator.chat_url, "--key", KEY, "--deployment", "thinker", *flags
+    )
+    assert 0 == done.returncode, done.stderr
+    reasoning, _, answer = done.stdout.partition("\n[answer] ")
+    assert reasoning.startswith("[reasoning] ")
+    assert "Paris.\n" == answer
+    assert "<think>" not in done.stdout
+
+
+def test_chat_json_has_the_reasoning(emulator: Emulator) -> None:
+    """`--json` carries the reasoning beside the content (null for a model that gives none)."""
+    done = run(
+        "chat", "Capital?", "--url", emulator.chat_url, "--key", KEY, "--deployment", "thinker", "--json"
+    )
+    assert 0 == done.returncode, done.stderr
+    record = json.loads(done.stdout)
+    assert ("Paris.", True) == (record["content"], bool(record["reasoning"]))
 
 
 def test_demo_exits_zero_and_prints_the_streamed_reply() -> None:

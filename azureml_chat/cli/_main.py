@@ -167,18 +167,19 @@ async def _stream_turn(
     details: bool = False,
     **params: Any,
 ) -> None:
-    """Ask for the next answer, print it, and append it to ``history``."""
+    """Ask for the next answer, print it (a reasoning model's reasoning first, marked as such), and append it to
+    ``history``."""
     if stream:
+        shown = _Shown(out)
         async with client.stream(history, **params) as answer:
             async for chunk in answer:
-                if chunk.content and not as_json:
-                    out.write(chunk.content)
-                    out.flush()
+                if not as_json:
+                    shown.write(chunk.reasoning, chunk.content)
         response = answer.final_response()
     else:
         response = await client.chat(history, **params)
         if not as_json:
-            out.write(response.content or "")
+            _Shown(out).write(response.reasoning, response.content)
     if as_json:
         out.write(json.dumps(summary(response)))
     out.write("\n")
@@ -189,6 +190,29 @@ async def _stream_turn(
         )
         out.write(f"  [finish: {response.finish_reason}{tokens}, request id {response.request_id}]\n")
     history.append(AssistantMessage(response.content or "", tool_calls=response.tool_calls))
+
+
+class _Shown:
+    """Writes an answer as it arrives: ``[reasoning] ...`` while the model reasons, then ``[answer] ...`` (only
+    the answer, unmarked, when there was no reasoning)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._reasoned = self._answering = False
+
+    def write(self, reasoning: str | None, content: str | None) -> None:
+        out = self._out
+        if reasoning:
+            if not self._reasoned:
+                out.write("[reasoning] ")
+                self._reasoned = True
+            out.write(reasoning)
+        if content:
+            if self._reasoned and not self._answering:
+                out.write("\n[answer] ")
+            self._answering = True
+            out.write(content)
+        out.flush()
 
 
 async def _demo(out: TextIO) -> int:
