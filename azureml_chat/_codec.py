@@ -70,7 +70,7 @@ def loads(text: str | bytes) -> Any:
     """Parse JSON text (one stream event, or a body) with the fastest codec that keeps every integer exactly;
     ``ValueError`` when invalid."""
     if orjson is not None:
-        probe = text.encode() if type(text) is str else text
+        probe = text.encode() if isinstance(text, str) else text
         if not probe.translate(_ZEROED).partition(_LONG_RUN)[1]:
             return orjson.loads(text)
     return json.loads(text)
