@@ -107,14 +107,20 @@ def test_parse_response_raises_only_response_format_error(family: str, route: Ro
 @FUZZ
 @given(data=json_values | near_chunk)
 def test_parse_chunk_raises_only_stream_error(family: str, data: Any) -> None:
-    """Any stream event parses into a ChatChunk (or is skipped) or raises StreamError, nothing else."""
+    """Any stream event parses into a ChatChunk, one per choice for several (or is skipped), or raises StreamError,
+    nothing else; each chunk's content is text or None and its index a whole number."""
     formatter = get_formatter(family)
     route = Route.CHAT_COMPLETIONS
     try:
         chunk = formatter.parse_chunk(route, data)
     except StreamError:
         return
-    assert chunk is None or isinstance(chunk, ChatChunk)
+    chunks = chunk if isinstance(chunk, tuple) else () if chunk is None else (chunk,)
+    assert all(isinstance(one, ChatChunk) for one in chunks)
+    assert all(one.content is None or isinstance(one.content, str) for one in chunks)
+    assert all(type(one.index) is int for one in chunks)
+    if isinstance(chunk, tuple):
+        assert len(chunk) > 1
 
 
 @FUZZ
