@@ -37,22 +37,19 @@ from multidict import CIMultiDictProxy
 from . import _defaults
 from ._call import Call
 from ._codec import decode_json, encode_json
-from ._config import Timeout, check_header_token, check_headers
-from ._endpoint import ResolvedEndpoint
+from ._config import Timeout
 from ._errors import (
     APIStatusError,
     AuthenticationError,
     AzureMLChatError,
-    ConfigurationError,
-    InvalidRequestError,
     RateLimitError,
     make_status_error,
     note_attempts,
 )
 from ._failover import aim_anywhere, fail_over, note_headroom, record_failure, wait_for_turn
+from ._headers import authorized, call_headers
 from ._instrument import Instrumentation
 from ._operations import ChunkT, Operation
-from ._params import MODEL_INFERENCE_FIELDS
 from ._reasoning import MAY_OPEN_THINK, split_reasoning
 from ._retry import RetryPolicy
 from ._router import Member, Router
@@ -144,7 +141,7 @@ class Pipeline:
         stream = call.wants_stream and route in formatter.streaming_routes
         body = getattr(formatter, operation.build)(route, call.payload, call.params, stream=stream)
         call.body = encode_json(body)
-        call.headers = _call_headers(
+        call.headers = call_headers(
             endpoint, call.request_id, call.deployment, call.extra_headers, call.params
         )
         call.member, call.endpoint, call.stream = member, endpoint, stream
@@ -272,7 +269,7 @@ class Pipeline:
         call.attempts += 1
         ticket = None if limiter.open else await limiter.admit()
         try:
-            headers = call.headers if endpoint.auth is None else await _authorized(call)
+            headers = call.headers if endpoint.auth is None else await authorized(call)
             # tuple.__new__ builds the named tuple in C (its generated __new__ is a Python call, on every attempt).
             request = _new_request(Request, ("POST", endpoint.url, headers, call.body, call.timeout))
             response: Response | StreamResponse
@@ -394,13 +391,6 @@ def _log_attempt(call: Call[Any, Any], outcome: str, started: float, request_id:
     )
 
 
-async def _authorized(call: Call[Any, Any]) -> dict[str, str]:
-    auth = call.endpoint.auth
-    if auth is None or "authorization" in call.headers:
-        return call.headers
-    return {**call.headers, "authorization": f"Bearer {await auth.token()}"}
-
-
 async def _stream_status_error(response: StreamResponse, request_id: str) -> AzureMLChatError:
     """The typed error of a non-2xx answer to a stream request, from its bounded body; the response is closed."""
     body = bytearray()
@@ -420,48 +410,3 @@ async def _stream_status_error(response: StreamResponse, request_id: str) -> Azu
         bytes(body[: _defaults.MAX_ERROR_BODY]),
         sent_request_id=request_id,
     )
-
-
-def _call_headers(
-    endpoint: ResolvedEndpoint,
-    request_id: str,
-    deployment: str | None,
-    extra_headers: Mapping[str, str] | None,
-    params: Mapping[str, Any],
-) -> dict[str, str]:
-    """The headers of a call to ``endpoint``: the endpoint's, the request id, the deployment, then the call's own.
-
-    On an Azure AI Model Inference route, a call with parameters outside that API's schema (``top_k``,
-    ``safe_prompt``, ...) carries ``extra-parameters: pass-through`` (the service's default, ``error``, answers
-    400 to them), as azure-ai-inference does for its ``model_extras``, unless the user chose a value: the
-    client's ``extra_parameters=`` or ``headers=``, or the call's ``extra_headers=`` (applied after). Not on
-    ``/score`` (no such header) nor on the provider-native ``/v1/`` routes, which pass every field to the model
-    (:func:`~azureml_chat._endpoint.is_model_inference`).
-    """
-    headers = dict(endpoint.headers)
-    headers["x-ms-client-request-id"] = request_id
-    if (
-        endpoint.model_inference
-        and not params.keys() <= MODEL_INFERENCE_FIELDS
-        and "extra-parameters" not in headers
-    ):
-        headers["extra-parameters"] = "pass-through"
-    chosen = deployment if deployment is not None else endpoint.deployment
-    try:
-        if chosen is not None:
-            headers["azureml-model-deployment"] = check_header_token(chosen, "deployment")
-        if extra_headers:
-            headers.update(check_headers(extra_headers, "extra_headers"))
-    except ConfigurationError as exc:
-        raise InvalidRequestError(str(exc)) from None
-    if extra_headers:  # our own id is always valid; a caller's replacement may not be
-        sent_id = headers["x-ms-client-request-id"]
-        if len(sent_id) > _defaults.MAX_CLIENT_REQUEST_ID or not _is_request_id(sent_id):
-            raise InvalidRequestError(
-                f"x-ms-client-request-id must be 1-{_defaults.MAX_CLIENT_REQUEST_ID} letters, digits or '-'"
-            )
-    return headers
-
-
-def _is_request_id(value: str) -> bool:
-    return bool(value) and value.isascii() and value.replace("-", "").isalnum()

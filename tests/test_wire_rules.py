@@ -1,4 +1,4 @@
-"""The wire rules of issue 15 (``_endpoint.py``, ``_pipeline._call_headers``, ``formatters/_openai.py``,
+"""The wire rules of issue 15 (``_endpoint.py``, ``_headers.call_headers``, ``formatters/_openai.py``,
 ``_serialization.py``): ``?api-version=`` on the Azure AI Model Inference routes, ``extra-parameters:
 pass-through`` for parameters outside that API's schema, and bodies valid under both Azure's and OpenAI's
 schemas (``stop`` as a list, no ``"content": null``). Checked on the exact wire, through the public API."""
