@@ -19,7 +19,7 @@ from ._auth import DEFAULT_SCOPE
 from ._config import ClientConfig, Secret, Timeout, build_config
 from ._endpoint import Endpoint, ResolvedEndpoint, build_endpoint
 from ._errors import ClientClosedError, ConfigurationError, InvalidRequestError
-from ._instrument import NO_INSTRUMENTATION
+from ._instrument import NO_INSTRUMENTATION, Instrumentation
 from ._options import ClientOptions
 from ._pipeline import Pipeline
 from ._ratelimit import RateLimit, RateLimiter
@@ -66,6 +66,7 @@ class BaseAsyncClient:
         rate_limit: RateLimit | None = None,
         transport: AsyncTransport | None = None,
         split_reasoning: bool = True,
+        tracing: bool = True,
     ) -> None:
         self._setup(
             {
@@ -91,6 +92,7 @@ class BaseAsyncClient:
                 "rate_limit": rate_limit,
                 "transport": transport,
                 "split_reasoning": split_reasoning,
+                "tracing": tracing,
             },
             parent=None,
             own_transport=True,
@@ -108,9 +110,11 @@ class BaseAsyncClient:
             max_connections=options.get("max_connections"),
             max_event_bytes=options.get("max_event_bytes", _defaults.MAX_SSE_EVENT_BYTES),
         )
-        split_reasoning = options.get("split_reasoning", True)
+        split_reasoning, tracing = options.get("split_reasoning", True), options.get("tracing", True)
         if not isinstance(split_reasoning, bool):
             raise ConfigurationError(f"split_reasoning must be True or False, got {split_reasoning!r}")
+        if not isinstance(tracing, bool):
+            raise ConfigurationError(f"tracing must be True or False, got {tracing!r}")
         transport, session = options.get("transport"), options.get("session")
         if transport is not None and session is not None:
             raise ConfigurationError(
@@ -133,7 +137,7 @@ class BaseAsyncClient:
             transport=transport
             or AiohttpTransport(max_connections=self._config.max_connections, session=session),
             retry=self._config.retry,
-            instrumentation=NO_INSTRUMENTATION,
+            instrumentation=_instrumentation(tracing, pooled=not router.single),
             split_reasoning=split_reasoning,
         )
 
@@ -292,6 +296,18 @@ _ROUTING_OPTIONS = (
 )
 # What a client over endpoints=[...] takes from each Endpoint instead.
 _PER_ENDPOINT = ("endpoint_url", "api_key", "endpoint_type", "formatter", "deployment", "credential")
+
+
+def _instrumentation(tracing: bool, *, pooled: bool) -> Instrumentation:
+    """OpenTelemetry's GenAI spans and metrics when tracing is on and the API is installed (``otel`` extra); else
+    the silent default. The API is imported only then, and reports nothing until the application configures it."""
+    if tracing:
+        from ._otel import otel_instrumentation
+
+        found = otel_instrumentation(pooled=pooled)
+        if found is not None:
+            return found
+    return NO_INSTRUMENTATION
 
 
 def _router_for(options: ClientOptions, config: ClientConfig, parent: BaseAsyncClient | None) -> Router:

@@ -73,6 +73,9 @@ class AsyncChatClient(BaseAsyncClient):
         split_reasoning: keep a chat answer's opening ``<think>...</think>`` block apart, as ``.reasoning``
             (``True``, the default), or leave the text exactly as the model wrote it (``False``). A
             ``reasoning_content`` field is read into ``.reasoning`` either way.
+        tracing: report every call as OpenTelemetry GenAI spans and metrics through the global providers, when
+            ``opentelemetry-api`` is installed (the ``otel`` extra); nothing is recorded until the application
+            configures OpenTelemetry (docs/observability.md). ``False`` turns it off.
     """
 
     async def chat(

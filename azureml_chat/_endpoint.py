@@ -25,6 +25,7 @@ from . import _defaults
 from ._auth import DEFAULT_SCOPE, TokenProvider
 from ._config import Secret, check_header_token, check_headers, is_loopback
 from ._errors import ConfigurationError
+from ._operations import CHAT, TEXT_COMPLETION
 from ._ratelimit import RateLimit
 from ._version import __version__
 from .formatters import ContentFormatter, Route, get_formatter
@@ -167,6 +168,8 @@ class ResolvedEndpoint:
         name: the endpoint's name (``Endpoint.name``; for a single URL, derived from it the same way).
         model_inference: whether the URL is an Azure AI Model Inference route (:func:`is_model_inference`):
             read per call, so worked out once from the URL.
+        operations: the names of the operations (``"chat"``, ``"text_completion"``) its family does on its
+            route: asked per call, so worked out once (a formatter's routes are class constants).
     """
 
     url: str
@@ -180,6 +183,16 @@ class ResolvedEndpoint:
     headers: Mapping[str, str] = attrs.field(repr=False)
     name: str
     model_inference: bool = False
+    operations: frozenset[str] = attrs.field(
+        default=attrs.Factory(
+            lambda self: frozenset(
+                operation.name
+                for operation in (CHAT, TEXT_COMPLETION)
+                if getattr(self.formatter, operation.able)(self.route)
+            ),
+            takes_self=True,
+        )
+    )
 
     @property
     def streams(self) -> bool:

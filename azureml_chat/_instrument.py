@@ -20,9 +20,18 @@ __all__ = ["NO_INSTRUMENTATION", "CallObserver", "Instrumentation"]
 class CallObserver(Protocol):
     """Hears about one call. Its methods must not raise and must not block."""
 
-    def attempt(self, number: int, endpoint: ResolvedEndpoint, error: BaseException | None) -> None:
-        """Attempt ``number`` (1 for the first) to ``endpoint`` ended: ``error`` is ``None`` when it got a
-        2xx answer (for a stream: when it opened), else what it raised."""
+    def attempt(
+        self,
+        number: int,
+        endpoint: ResolvedEndpoint,
+        status: int | None,
+        error: BaseException | None,
+        started: float,
+    ) -> None:
+        """Attempt ``number`` (1 for the first) to ``endpoint`` ended: ``status`` is the HTTP status it got
+        (``None`` when no answer came: a connection error, a timeout); ``error`` is ``None`` when it got a 2xx
+        answer (for a stream: when it opened), else what it raised; ``started`` is when it began
+        (``time.monotonic()``, so the wait before it is known)."""
         ...
 
     def first_chunk(self) -> None:
@@ -46,9 +55,11 @@ class Instrumentation(Protocol):
         *,
         stream: bool,
         request_id: str,
+        payload: Any,
     ) -> CallObserver:
         """A call starts: ``operation`` is ``"chat"`` or ``"text_completion"``; ``params`` are its merged
-        model parameters (read them, never change them); ``request_id`` is its ``x-ms-client-request-id``."""
+        model parameters and ``payload`` its messages (OpenAI-shaped dicts) or prompt (read them, never change
+        them); ``request_id`` is its ``x-ms-client-request-id``."""
         ...
 
 
@@ -63,10 +74,18 @@ class _Silent:
         *,
         stream: bool,
         request_id: str,
+        payload: Any,
     ) -> CallObserver:
         return self
 
-    def attempt(self, number: int, endpoint: ResolvedEndpoint, error: BaseException | None) -> None:
+    def attempt(
+        self,
+        number: int,
+        endpoint: ResolvedEndpoint,
+        status: int | None,
+        error: BaseException | None,
+        started: float,
+    ) -> None:
         pass
 
     def first_chunk(self) -> None:

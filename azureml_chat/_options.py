@@ -46,3 +46,4 @@ class ClientOptions(TypedDict, total=False):
     rate_limit: RateLimit | None
     transport: AsyncTransport | None
     split_reasoning: bool
+    tracing: bool

@@ -124,7 +124,12 @@ class Pipeline:
         else:
             aim_anywhere(call, router, self.aim)
         call.observer = self.instrumentation.start_call(
-            operation.name, call.endpoint, params, stream=call.stream, request_id=request_id
+            operation.name,
+            call.endpoint,
+            params,
+            stream=call.stream,
+            request_id=request_id,
+            payload=call.payload,
         )
         return call
 
@@ -136,7 +141,7 @@ class Pipeline:
         """
         endpoint = member.endpoint
         formatter, route, operation = endpoint.formatter, endpoint.route, call.operation
-        if not getattr(formatter, operation.able)(route):
+        if operation.name not in endpoint.operations:
             raise getattr(formatter, operation.unable)(route)
         stream = call.wants_stream and route in formatter.streaming_routes
         body = getattr(formatter, operation.build)(route, call.payload, call.params, stream=stream)
@@ -300,7 +305,7 @@ class Pipeline:
             limiter.note_answer(response.headers)  # remaining 0: the next calls wait for the reset
         if logger.isEnabledFor(logging.DEBUG):
             _log_attempt(call, str(response.status_code), started, response.headers.get("x-request-id"))
-        call.observer.attempt(call.attempts, endpoint, None)
+        call.observer.attempt(call.attempts, endpoint, response.status_code, None, started)
         return response
 
     async def _routed(self, call: Call[Any, Any]) -> Response | StreamResponse:
@@ -345,7 +350,13 @@ class Pipeline:
                 _log_attempt(call, str(error.status_code), started, error.request_id)
             else:
                 _log_attempt(call, type(error).__name__, started, None)
-        call.observer.attempt(call.attempts, call.endpoint, error)
+        call.observer.attempt(
+            call.attempts,
+            call.endpoint,
+            error.status_code if isinstance(error, APIStatusError) else None,
+            error,
+            started,
+        )
 
     def release(
         self, call: Call[Any, Any], usage_tokens: int | None, *, broke: AzureMLChatError | None = None

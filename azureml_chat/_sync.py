@@ -144,6 +144,7 @@ class Client(Closing):
         rate_limit: RateLimit | None = None,
         transport: AsyncTransport | None = None,
         split_reasoning: bool = True,
+        tracing: bool = True,
     ) -> None:
         if session is not None:
             raise ConfigurationError(_NO_SESSION)

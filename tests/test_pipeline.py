@@ -187,11 +187,19 @@ class Recorder:
         *,
         stream: bool,
         request_id: str,
+        payload: Any,
     ) -> Recorder:
         self.events.append(("start", operation, dict(params), stream))
         return self
 
-    def attempt(self, number: int, endpoint: ResolvedEndpoint, error: BaseException | None) -> None:
+    def attempt(
+        self,
+        number: int,
+        endpoint: ResolvedEndpoint,
+        status: int | None,
+        error: BaseException | None,
+        started: float,
+    ) -> None:
         self.events.append(("attempt", number, type(error).__name__ if error else None))
 
     def first_chunk(self) -> None:

@@ -38,6 +38,7 @@ from ._options import (
     sampling_params,
 )
 from ._progress import REFRESH_SECONDS, Progress
+from ._tracing import add_trace_option
 from ._types import whole
 
 __all__ = ["add_parser", "main"]
@@ -207,6 +208,7 @@ def add_parser(commands: Any) -> None:
     )
     add_endpoint_options(batch)
     add_timeout_option(batch)
+    add_trace_option(batch)
     add_max_retries_option(batch)
     batch.add_argument(
         "--retry-failed",

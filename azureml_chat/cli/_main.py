@@ -28,6 +28,7 @@ from ._options import (
     make_client,
     sampling_params,
 )
+from ._tracing import add_trace_option, trace_to
 from ._types import family, port, whole
 
 __all__ = ["main"]
@@ -128,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", help="a system message to start with")
     add_sampling_options(chat)
     add_timeout_option(chat)
+    add_trace_option(chat)
     chat.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
     chat.add_argument("--json", action="store_true", help="print one JSON object per answer")
 
@@ -139,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = _parser().parse_args(argv)
     try:
+        if getattr(args, "trace", False):
+            trace_to(sys.stderr)
         if args.command == "demo":
             return asyncio.run(_demo(sys.stdout))
         if args.command == "emulator":

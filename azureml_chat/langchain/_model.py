@@ -66,7 +66,7 @@ class AzureMLChatModel(BaseChatModel):
     Connection fields (see :class:`~azureml_chat.AsyncChatClient`): ``endpoint_url``, ``api_key`` (held as a
     masked ``SecretStr``), ``endpoint_type``, ``formatter``, ``deployment``, ``timeout``, ``max_retries``,
     ``credential``, ``headers``, ``retry``, ``auth_header``, ``extra_parameters``, ``max_connections``,
-    ``allow_insecure_http``, ``max_event_bytes``, ``credential_scope``, ``split_reasoning``. The ``AZUREML_*``
+    ``allow_insecure_http``, ``max_event_bytes``, ``credential_scope``, ``split_reasoning``, ``tracing``. The ``AZUREML_*``
     variables fill in what is not given, once, at construction.
 
     Call fields: ``model_name`` (alias ``model``; only names the model in metadata and traces unless you
@@ -114,6 +114,8 @@ class AzureMLChatModel(BaseChatModel):
     max_event_bytes: int | None = None
     credential_scope: str | None = None
     split_reasoning: bool = True
+    tracing: bool = True
+    """Report calls as OpenTelemetry GenAI spans and metrics (see ``AsyncChatClient``)."""
     """Keep an opening ``<think>`` block apart as the reasoning (``additional_kwargs["reasoning_content"]``)."""
 
     model_name: str | None = Field(default=None, alias="model")
