@@ -394,3 +394,34 @@ def test_emulator_refuses_a_registered_family_it_cannot_speak(
     err = capsys.readouterr().err
     assert f"unknown emulator family {registered_family!r}" in err
     assert 1 == len(err.strip().splitlines())
+
+
+@pytest.mark.parametrize("flags", [(), ("--json",)], ids=["text", "json"])
+def test_chat_trace_prints_the_calls_span_to_stderr(emulator: Emulator, flags: tuple[str, ...]) -> None:
+    """`--trace` prints the call's GenAI span as JSON on stderr; stdout keeps only the answer (--json parses)."""
+    done = run("chat", "hello", "--url", emulator.chat_url, "--key", KEY, "--no-stream", "--trace", *flags)
+    assert 0 == done.returncode, done.stderr
+    span = json.loads(done.stderr)
+    assert ("chat 127.0.0.1", "SpanKind.CLIENT") == (span["name"], span["kind"])
+    assert ("chat", 1) == (
+        span["attributes"]["gen_ai.operation.name"],
+        span["attributes"]["azureml_chat.attempts"],
+    )
+    assert KEY not in done.stderr
+    answer = json.loads(done.stdout)["content"] if flags else done.stdout.strip()
+    assert "You said: hello" == answer
+
+
+def test_chat_trace_without_the_sdk_says_how_to_get_it(emulator: Emulator) -> None:
+    """Without opentelemetry-sdk, `--trace` exits 2 with the pip command, before any call."""
+    code = (
+        "import sys; sys.modules['opentelemetry.sdk'] = None; from azureml_chat.cli import main; "
+        f"sys.exit(main(['chat', 'hello', '--url', {emulator.chat_url!r}, '--key', {KEY!r}, '--trace']))"
+    )
+    before = len(emulator.requests)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert 2 == done.returncode
+    assert "pip install opentelemetry-sdk" in done.stderr
+    assert before == len(emulator.requests)
