@@ -66,14 +66,15 @@ class Choice:
             does not say (classic ``/score``).
         reasoning: the model's reasoning, kept apart from ``message.content`` (a ``reasoning_content`` field,
             or a ``<think>`` block opening the content), or ``None``.
-        logprobs: the choice's ``logprobs`` object exactly as received, or ``None``.
+        logprobs: the choice's ``logprobs`` object exactly as received, or ``None`` (not part of equality).
     """
 
     index: int = 0
     message: AssistantMessage
     finish_reason: str | None = None
     reasoning: str | None = None
-    logprobs: Any = attrs.field(default=None, repr=False)
+    # As received (often a dict): like raw, kept out of equality and hashing.
+    logprobs: Any = attrs.field(default=None, repr=False, eq=False)
 
 
 def _choices(value: Iterable[Any], owner: str) -> tuple[Any, ...]:
@@ -252,13 +253,14 @@ class CompletionChoice:
         index: its position among the choices.
         text: the generated text, exactly as the endpoint returned it.
         finish_reason: ``stop``, ``length``, ..., or ``None`` when the route does not say.
-        logprobs: the choice's ``logprobs`` object exactly as received, or ``None``.
+        logprobs: the choice's ``logprobs`` object exactly as received, or ``None`` (not part of equality).
     """
 
     index: int = 0
     text: str
     finish_reason: str | None = None
-    logprobs: Any = attrs.field(default=None, repr=False)
+    # As received (often a dict): like raw, kept out of equality and hashing.
+    logprobs: Any = attrs.field(default=None, repr=False, eq=False)
 
 
 @attrs.frozen(init=False)

@@ -78,6 +78,10 @@ async def test_a_whole_answer_keeps_every_choice_by_index() -> None:
         response.finish_reason,
         response.message,
     )
+    assert [{"content": [{"token": "First", "logprob": -0.1}]}, None] == [
+        c.logprobs for c in response.choices
+    ]
+    assert hash(response) == hash(response)  # logprobs (a dict) is kept out of hashing, as raw is
 
 
 async def test_a_stream_keeps_interleaved_choices_apart() -> None:

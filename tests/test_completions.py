@@ -239,6 +239,12 @@ def test_openai_text_completion_responses(body: Any, expected: CompletionRespons
     assert body == response.raw
 
 
+def test_each_choice_keeps_its_logprobs_as_received() -> None:
+    """A choice's logprobs object is kept exactly as the endpoint sent it."""
+    response = get_formatter("openai").parse_completion(Route.COMPLETIONS, TEXT_COMPLETION)
+    assert {"tokens": [" Paris"]} == response.choices[0].logprobs
+
+
 def test_raw_keeps_unknown_fields() -> None:
     """Fields the SDK does not model (logprobs, created) stay readable in ``raw``."""
     response = get_formatter("openai").parse_completion(Route.COMPLETIONS, TEXT_COMPLETION)
