@@ -11,7 +11,8 @@ from ._call import Call
 from ._config import check_header_token, check_headers
 from ._endpoint import ResolvedEndpoint
 from ._errors import ConfigurationError, InvalidRequestError
-from ._params import MODEL_INFERENCE_FIELDS
+from ._params import MODEL_INFERENCE_CHAT_FIELDS, MODEL_INFERENCE_TEXT_FIELDS
+from .formatters import Route
 
 __all__ = ["authorized", "call_headers"]
 
@@ -34,12 +35,14 @@ def call_headers(
     """
     headers = dict(endpoint.headers)
     headers["x-ms-client-request-id"] = request_id
-    if (
-        endpoint.model_inference
-        and not params.keys() <= MODEL_INFERENCE_FIELDS
-        and "extra-parameters" not in headers
-    ):
-        headers["extra-parameters"] = "pass-through"
+    if endpoint.model_inference and "extra-parameters" not in headers:
+        schema = (
+            MODEL_INFERENCE_TEXT_FIELDS
+            if endpoint.route is Route.COMPLETIONS
+            else MODEL_INFERENCE_CHAT_FIELDS
+        )
+        if not params.keys() <= schema:
+            headers["extra-parameters"] = "pass-through"
     chosen = deployment if deployment is not None else endpoint.deployment
     try:
         if chosen is not None:

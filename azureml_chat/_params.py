@@ -16,7 +16,8 @@ from typing import Any
 from ._errors import InvalidRequestError
 
 __all__ = [
-    "MODEL_INFERENCE_FIELDS",
+    "MODEL_INFERENCE_CHAT_FIELDS",
+    "MODEL_INFERENCE_TEXT_FIELDS",
     "check_completion_params",
     "check_names",
     "given",
@@ -34,17 +35,16 @@ _COMPLETION_RESERVED = {
     "messages": "complete() takes a prompt; call chat() for messages",
     "stream": "call stream_complete(...) to stream",
 }
-# The request fields of the Azure AI Model Inference API, chat completions and text completions together: a body
-# field outside them is an "extra parameter", refused with 400 unless the request carries ``extra-parameters``.
+# The request fields of the Azure AI Model Inference API, one set per operation: a body field outside its
+# operation's set is an "extra parameter", refused with 400 unless the request carries ``extra-parameters``.
 # Chat: ChatCompletionsOptions of azure-rest-api-specs specification/ai/data-plane/ModelInference/stable/
 # 2025-04-01/openapi.json (the api-version the client adds, _defaults.MODEL_INFERENCE_API_VERSION). Text: the
 # request body of azure-ai-docs reference-model-inference-completions.md (prompt, frequency_penalty,
 # max_tokens, presence_penalty, seed, stop, stream, temperature, top_p). Not in either: OpenAI's
-# max_completion_tokens, n, logprobs, stream_options, user, parallel_tool_calls.
-MODEL_INFERENCE_FIELDS = frozenset(
+# max_completion_tokens, n, logprobs, stream_options, user, parallel_tool_calls. The emulator keeps its own
+# copy, written from the same sources (emulator/_azure.py); a test holds the two equal.
+_MODEL_INFERENCE_SAMPLING = frozenset(
     {
-        "messages",
-        "prompt",
         "model",
         "frequency_penalty",
         "presence_penalty",
@@ -54,12 +54,16 @@ MODEL_INFERENCE_FIELDS = frozenset(
         "stop",
         "stream",
         "seed",
-        "response_format",
-        "tools",
-        "tool_choice",
-        "modalities",
     }
 )
+MODEL_INFERENCE_CHAT_FIELDS = _MODEL_INFERENCE_SAMPLING | {
+    "messages",
+    "response_format",
+    "tools",
+    "tool_choice",
+    "modalities",
+}
+MODEL_INFERENCE_TEXT_FIELDS = _MODEL_INFERENCE_SAMPLING | {"prompt"}
 
 _TOOL_CHOICES = ("none", "auto", "required")
 _RESPONSE_FORMATS = ("text", "json_object", "json_schema")

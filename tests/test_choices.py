@@ -286,3 +286,13 @@ async def test_a_stream_with_no_content_type_at_all_is_read_as_events() -> None:
         server.close()
         await server.wait_closed()
     assert "Hi there" == text
+
+
+def test_an_events_usage_rides_on_its_last_choice_object() -> None:
+    """Usage goes on the last choice that is an object, so a stray non-object after it does not lose it."""
+    from azureml_chat.formatters import Route, get_formatter
+
+    event = {"choices": [{"index": 0, "delta": {"content": "A"}}, "stray"], "usage": USAGE}
+    chunk = get_formatter("openai").parse_chunk(Route.CHAT_COMPLETIONS, event)
+    assert isinstance(chunk, ChatChunk)
+    assert ("A", Usage(5, 6, 11)) == (chunk.content, chunk.usage)

@@ -22,9 +22,10 @@ from azureml_chat import (
     UserMessage,
     _defaults,
 )
-from azureml_chat._params import MODEL_INFERENCE_FIELDS
+from azureml_chat._params import MODEL_INFERENCE_CHAT_FIELDS, MODEL_INFERENCE_TEXT_FIELDS
 from azureml_chat._transport import Request
 from azureml_chat.emulator import Emulator
+from azureml_chat.emulator._azure import AZURE_CHAT_FIELDS, AZURE_COMPLETION_FIELDS
 from azureml_chat.testing import MockResponse, MockTransport, fast_retry
 
 KEY = "key"
@@ -226,8 +227,12 @@ async def test_a_stream_and_a_text_completion_follow_the_rule() -> None:
     async with client(f"{SERVERLESS}/completions", text) as completer:
         await completer.complete("Once", best_of=2)
         await completer.complete("Once", max_tokens=5, stop="END")
+        # A chat field is outside the text schema: on /completions it is an extra parameter too.
+        await completer.complete("Once", response_format={"type": "json_object"})
     assert "pass-through" == recorder.last.headers["extra-parameters"]
-    assert ["pass-through", None] == [r.headers.get("extra-parameters") for r in text.requests]
+    assert ["pass-through", None, "pass-through"] == [
+        r.headers.get("extra-parameters") for r in text.requests
+    ]
 
 
 @pytest.mark.parametrize(
@@ -293,7 +298,7 @@ async def test_a_failover_decides_per_endpoint() -> None:
 
 
 def test_the_schema_is_the_model_inference_request_fields() -> None:
-    """The one schema holds the chat and text request fields of the API, and not OpenAI's extras."""
+    """The schemas hold the chat and the text request fields of the API, and not OpenAI's extras."""
     chat = {
         "messages",
         "model",
@@ -304,8 +309,18 @@ def test_the_schema_is_the_model_inference_request_fields() -> None:
         "max_tokens",
     }
     chat |= {"stop", "stream", "seed", "response_format", "tools", "tool_choice", "modalities"}
-    assert chat | {"prompt"} == MODEL_INFERENCE_FIELDS
-    assert not {"max_completion_tokens", "n", "logprobs", "stream_options", "user"} & MODEL_INFERENCE_FIELDS
+    text = chat - {"messages", "response_format", "tools", "tool_choice", "modalities"} | {"prompt"}
+    assert (chat, text) == (MODEL_INFERENCE_CHAT_FIELDS, MODEL_INFERENCE_TEXT_FIELDS)
+    extras = {"max_completion_tokens", "n", "logprobs", "stream_options", "user"}
+    assert not extras & (MODEL_INFERENCE_CHAT_FIELDS | MODEL_INFERENCE_TEXT_FIELDS)
+
+
+def test_the_client_and_the_emulator_agree_on_the_schema() -> None:
+    """The client's schema (when to send pass-through) is the emulator's (when to answer 400), per operation."""
+    assert (AZURE_CHAT_FIELDS, AZURE_COMPLETION_FIELDS) == (
+        MODEL_INFERENCE_CHAT_FIELDS,
+        MODEL_INFERENCE_TEXT_FIELDS,
+    )
 
 
 async def test_against_the_emulator_extras_and_version_reach_it() -> None:

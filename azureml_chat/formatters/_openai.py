@@ -3,8 +3,8 @@ completions (``/v1/completions``: ``{"prompt": ...}`` in, ``choices[0].text`` ou
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
 from .._errors import StreamError, error_message
 from .._messages import AssistantMessage, Message, ToolCall
@@ -127,22 +127,35 @@ def _index(choice: dict[str, Any], position: int) -> int:
 def parse_chat_chunk(formatter: ContentFormatter, data: Any) -> ChatChunk | tuple[ChatChunk, ...] | None:
     """Read one ``chat.completion.chunk`` event: the delta of its choice (several chunks when the event
     carries several choices) and any usage."""
-    data = _event_object(formatter, data)
+    return _event_chunks(_event_object(formatter, data), _chat_chunk, ChatChunk)
+
+
+_ChunkT = TypeVar("_ChunkT", ChatChunk, CompletionChunk)
+
+
+def _event_chunks(
+    data: dict[str, Any],
+    make: Callable[[dict[str, Any], int, Usage | None, str | None, str | None, Any], _ChunkT],
+    bare: type[_ChunkT],
+) -> _ChunkT | tuple[_ChunkT, ...]:
+    """The chunks of one stream event: ``make(choice, position, usage, model, id, data)`` per choice object (the
+    usage on the last), or a ``bare`` chunk with only the usage, model and id when it has none. One chunk, not a
+    tuple, for an event of one choice: the common event, read without building a list."""
     choices = data.get("choices")
     usage = structure_usage(data.get("usage"))
     model, completion_id = _optional_str(data.get("model")), _optional_str(data.get("id"))
-    if not isinstance(choices, list) or not choices:
-        return ChatChunk(usage=usage, model=model, id=completion_id, raw=data)
-    chunks = tuple(
-        _chat_chunk(
-            choice, position, usage if position == len(choices) - 1 else None, model, completion_id, data
-        )
-        for position, choice in enumerate(choices)
-        if isinstance(choice, dict)
-    )
-    if not chunks:
-        return ChatChunk(usage=usage, model=model, id=completion_id, raw=data)
-    return chunks[0] if len(chunks) == 1 else chunks
+    if type(choices) is list:
+        if len(choices) == 1 and type(choices[0]) is dict:
+            return make(choices[0], 0, usage, model, completion_id, data)
+        kept = [(position, choice) for position, choice in enumerate(choices) if isinstance(choice, dict)]
+        if kept:
+            last = kept[-1][0]
+            chunks = tuple(
+                make(choice, position, usage if position == last else None, model, completion_id, data)
+                for position, choice in kept
+            )
+            return chunks[0] if len(chunks) == 1 else chunks
+    return bare(usage=usage, model=model, id=completion_id, raw=data)
 
 
 def _chat_chunk(
@@ -231,28 +244,26 @@ def parse_text_completion_chunk(
 ) -> CompletionChunk | tuple[CompletionChunk, ...] | None:
     """Read one streamed ``text_completion`` event: the text delta of its choice (several chunks when the event
     carries several choices) and any usage."""
-    data = _event_object(formatter, data)
-    choices = data.get("choices")
-    usage = structure_usage(data.get("usage"))
-    model, completion_id = _optional_str(data.get("model")), _optional_str(data.get("id"))
-    if not isinstance(choices, list) or not choices:
-        return CompletionChunk(usage=usage, model=model, id=completion_id, raw=data)
-    chunks = tuple(
-        CompletionChunk(
-            text=_optional_str(choice.get("text")) or "",
-            finish_reason=_optional_str(choice.get("finish_reason")),
-            usage=usage if position == len(choices) - 1 else None,
-            model=model,
-            id=completion_id,
-            index=_index(choice, position),
-            raw=data,
-        )
-        for position, choice in enumerate(choices)
-        if isinstance(choice, dict)
+    return _event_chunks(_event_object(formatter, data), _text_chunk, CompletionChunk)
+
+
+def _text_chunk(
+    choice: dict[str, Any],
+    position: int,
+    usage: Usage | None,
+    model: str | None,
+    completion_id: str | None,
+    data: Any,
+) -> CompletionChunk:
+    return CompletionChunk(
+        text=_optional_str(choice.get("text")) or "",
+        finish_reason=_optional_str(choice.get("finish_reason")),
+        usage=usage,
+        model=model,
+        id=completion_id,
+        index=_index(choice, position),
+        raw=data,
     )
-    if not chunks:
-        return CompletionChunk(usage=usage, model=model, id=completion_id, raw=data)
-    return chunks[0] if len(chunks) == 1 else chunks
 
 
 def _tool_call_deltas(raw: Any) -> tuple[ToolCallDelta, ...]:
