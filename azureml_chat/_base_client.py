@@ -39,6 +39,7 @@ class BaseAsyncClient:
     _config: ClientConfig
     _pipeline: Pipeline
     _owns_transport: bool
+    _own_limiters: list[RateLimiter]
     _closed: bool
 
     def __init__(
@@ -128,6 +129,9 @@ class BaseAsyncClient:
         # another size), and the router (limiters, health) unless it routes differently (see _router_for).
         router = _router_for(options, self._config, parent)
         self._owns_transport = transport is None and (parent is None or own_transport)
+        # The limiters this client made (not shared with its parent): closing it lets go of their stores.
+        inherited = () if parent is None else tuple(m.limiter for m in parent._pipeline.router.members)
+        self._own_limiters = [m.limiter for m in router.members if m.limiter not in inherited]
         if transport is None and not self._owns_transport:
             assert parent is not None
             transport = parent._pipeline.transport
@@ -215,6 +219,8 @@ class BaseAsyncClient:
         """Close the connection pool (a ``session=`` or ``transport=`` you passed in stays open, and so does
         the pool of the client this one is a sibling of). Safe to call twice."""
         self._closed = True
+        for limiter in self._own_limiters:
+            await limiter.aclose()
         if self._owns_transport:
             await self._pipeline.transport.aclose()
 
@@ -382,8 +388,15 @@ def _router_for(options: ClientOptions, config: ClientConfig, parent: BaseAsyncC
         except ConfigurationError as exc:
             raise ConfigurationError(f"endpoints[{index}] ({spec.name}): {exc}") from None
         own = spec.rate_limit or rate_limit or RateLimit()
+        # A shared store keeps each endpoint's quota under a name of its own.
+        key = f"{own.name}/{endpoint.name}" if own.name else None
         members.append(
-            Member(endpoint, RateLimiter(own, max_wait=max_wait), weight=spec.weight, priority=spec.priority)
+            Member(
+                endpoint,
+                RateLimiter(own, max_wait=max_wait, key=key),
+                weight=spec.weight,
+                priority=spec.priority,
+            )
         )
     names = [member.name for member in members]
     repeated = sorted({name for name in names if names.count(name) > 1})

@@ -96,3 +96,17 @@ SPENT_QUOTA_PAUSE = 1.0
 # with that much room is past a herd's reach (a 10 s slice of the serverless default of 1,000 RPM holds 167,
 # fleet.md 5.2), and a client under steady load is back on its fast path after 8 round trips.
 RELEASE_OPEN = 128
+
+# --- a rate limit shared through Redis (RateLimit(store="redis://...", name=...), issue 18) ---
+# Each store operation's own timeout: a store round trip on one network is about 0.1 ms (fleet.md 2.1), so a
+# quarter second means the store is down or frozen, and a call is delayed at most this long before the local
+# limits take over.
+STORE_TIMEOUT = 0.25
+# While the store is unreachable, calls go on under the local limits, and the store is tried again this often.
+STORE_RETRY = 5.0
+# Connections to the store per event loop: admissions wait for one (up to STORE_TIMEOUT) rather than fail,
+# as the async pool's default does when it is exhausted (fleet.md 2.4).
+STORE_CONNECTIONS = 32
+# A release whose stage made no progress for this long (a process that was admitted and then died never
+# answers) is forgotten by the store, so calls go freely again instead of waiting for ever.
+STORE_RELEASE_TTL = 60.0

@@ -5,7 +5,8 @@ A block runs as a reader would run it, against the emulator on 127.0.0.1 instead
 - ``python``: the block, in a fresh interpreter (``-W error``), with the placeholder URLs
   (``https://<endpoint>.<region>.inference.ml.azure.com/score``, ``https://<serverless-endpoint>...``, any
   ``https://<...>.<...>.inference.ml.azure.com`` or ``.models.ai.azure.com`` host) and the key ``"<key>"``
-  replaced by the emulator's; ``AZUREML_ENDPOINT_URL`` / ``AZUREML_ENDPOINT_API_KEY`` point at it too. It
+  replaced by the emulator's; ``AZUREML_ENDPOINT_URL`` / ``AZUREML_ENDPOINT_API_KEY`` point at it too; the
+  placeholder store ``redis://<redis-host>:6379/0`` by a ``redis-server`` started for the block. It
   passes when it exits 0 with nothing on stderr (no traceback, warning or unclosed session), and every
   formatter class it defines answers an unexpected body with ``ResponseFormatError`` (:func:`check_formatters`).
 - ``bash`` / ``sh`` / ``shell`` / ``console``: each command (``$ `` prompts stripped; in a ``console``
@@ -167,12 +168,18 @@ def all_blocks() -> list[Block]:
 # -- substitution --------------------------------------------------------------------------------------------
 
 
+# The Redis URL the docs write for a shared rate-limit store.
+REDIS_PLACEHOLDER = "redis://<redis-host>:6379/0"
+
+
 @attrs.frozen
 class Endpoint:
-    """Where a block's placeholders point: the emulator's base URL (``http://127.0.0.1:port``) and key."""
+    """Where a block's placeholders point: the emulator's base URL (``http://127.0.0.1:port``) and key, and a
+    Redis server's URL when the block names one."""
 
     base: str
     key: str = KEY
+    redis: str | None = None
 
     @property
     def chat_url(self) -> str:
@@ -183,6 +190,8 @@ def substitute(text: str, endpoint: Endpoint) -> str:
     """The text with placeholder URLs (keeping their path) and placeholder keys replaced by the emulator's."""
     text = _PLACEHOLDER_URL.sub(lambda m: endpoint.base + (m["path"] or ""), text)
     text = _PLACEHOLDER_KEY.sub(lambda m: f"{m[1]}{endpoint.key}{m[1]}", text)
+    if endpoint.redis is not None:
+        text = text.replace(REDIS_PLACEHOLDER, endpoint.redis)
     values = {"AZUREML_ENDPOINT_URL": endpoint.chat_url, "AZUREML_ENDPOINT_API_KEY": endpoint.key}
     return _ENV_ELLIPSIS.sub(lambda m: f"{m[1]}={shlex.quote(values[m[1]])}", text)
 

@@ -17,6 +17,7 @@ import pytest
 from docs_harness import (
     DOCS,
     KEY,
+    REDIS_PLACEHOLDER,
     ROOT,
     Block,
     Endpoint,
@@ -37,6 +38,7 @@ from docs_harness import (
     substitute,
     syntax_problem,
 )
+from redis_server import RedisServer
 
 from azureml_chat.emulator import Deployment, Emulator
 
@@ -142,8 +144,9 @@ def test_block(block: Block, tmp_path: Path) -> None:
         assert 0 == outcome.returncode, outcome.describe()
         assert f"{tests} passed" in outcome.stdout.splitlines()[-1], outcome.describe()
     elif block.lang == "python":
-        with _emulator(block).start_in_thread() as emulator:
-            _assert_clean(run_python(block, Endpoint(emulator.url, KEY), tmp_path))
+        with _emulator(block).start_in_thread() as emulator, contextlib.ExitStack() as stack:
+            redis = stack.enter_context(RedisServer()).url if REDIS_PLACEHOLDER in block.code else None
+            _assert_clean(run_python(block, Endpoint(emulator.url, KEY, redis), tmp_path))
     else:
         _run_shell(block, tmp_path)
 
