@@ -21,6 +21,7 @@ from redis_server import RedisServer
 
 from azureml_chat import (
     AsyncChatClient,
+    Client,
     ConfigurationError,
     Endpoint,
     RateLimit,
@@ -357,3 +358,42 @@ async def test_a_frozen_store_delays_a_call_at_most_its_timeout(server: RedisSer
         finally:
             server.resume()
     assert 10 == len(answers)
+
+
+@pytest.mark.parametrize("kind", ["in-process", "redis"])
+async def test_a_call_cancelled_while_it_waits_gives_its_reserved_request_back(
+    kind: str, redis_url: str
+) -> None:
+    """60 RPM: the second admission is reserved a second ahead; cancelled while it waits (a caller's timeout),
+    its place goes back, so the next one is reserved one second ahead, not two."""
+    limit = (
+        shared(redis_url, requests_per_minute=60) if kind == "redis" else RateLimit(requests_per_minute=60)
+    )
+    limiter = RateLimiter(limit, key=limit.name)
+    try:
+        limiter.finish(await limiter.admit())
+        waiting = asyncio.ensure_future(limiter.admit())
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        if isinstance(limiter._store, RedisStore):
+            await settled(limiter._store)
+        generation, wait = await limiter._store.acquire()
+        assert 0 == generation
+        assert 0.5 < wait <= 1.0
+    finally:
+        await limiter.aclose()
+
+
+def test_the_sync_client_shares_the_store_from_its_loop_thread(redis_url: str) -> None:
+    """The sync Client's calls run on its own loop thread, where its store connection is made, and closed with
+    it (warnings are errors here: a connection left open would fail the test)."""
+    limit = shared(redis_url, requests_per_minute=6000)
+    seen: list[float] = []
+    with Client(URL, "k", rate_limit=limit, transport=answering(seen)) as client:
+        assert "ok" == client.chat(HI).content
+        assert "ok" == client.with_options(timeout=5).chat(HI).content
+    assert 2 == len(seen)
+    assert redis.Redis.from_url(redis_url).exists(keys(limit.name or "")[1])

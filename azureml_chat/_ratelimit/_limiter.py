@@ -159,6 +159,9 @@ class RateLimiter:
             if wait > 0:
                 await asyncio.sleep(wait)  # the request budget reserved for this request frees then
         except BaseException:
+            # Cancelled before sending: its reserved request goes back, or a queue of callers that gave up
+            # (timeouts) would leave the budget spent on nothing.
+            store.unreserve()
             self.finish(ticket)
             raise
         return ticket

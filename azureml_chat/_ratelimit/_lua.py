@@ -22,7 +22,7 @@ round a millisecond timestamp to tens of milliseconds.
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "ANSWERED", "CHARGE", "START_COOLDOWN", "keys"]
+__all__ = ["ACQUIRE", "ANSWERED", "CHARGE", "START_COOLDOWN", "UNRESERVE", "keys"]
 
 
 def keys(name: str) -> list[str]:
@@ -135,6 +135,21 @@ CHARGE = (
     + """
 local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or 0), now) + tonumber(ARGV[1])
 redis.call('SET', KEYS[1], fmt(tat), 'PX', math.max(math.ceil(tat - now), 1))
+return 1
+"""
+)
+
+# KEYS: rpm. ARGV: request interval ms. A reserved request that was not sent: the budget's TAT moves back one
+# interval (never before now, where a missing key puts it).
+UNRESERVE = (
+    _NOW
+    + """
+local tat = tonumber(redis.call('GET', KEYS[1]) or 0) - tonumber(ARGV[1])
+if tat > now then
+  redis.call('SET', KEYS[1], fmt(tat), 'PX', math.ceil(tat - now))
+else
+  redis.call('DEL', KEYS[1])
+end
 return 1
 """
 )

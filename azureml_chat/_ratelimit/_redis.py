@@ -61,6 +61,7 @@ class _Connection:
         self.start_cooldown: AsyncScript = self.client.register_script(_lua.START_COOLDOWN)
         self.answered: AsyncScript = self.client.register_script(_lua.ANSWERED)
         self.charge: AsyncScript = self.client.register_script(_lua.CHARGE)
+        self.unreserve: AsyncScript = self.client.register_script(_lua.UNRESERVE)
 
     async def aclose(self) -> None:
         await self.client.aclose(close_connection_pool=True)
@@ -123,6 +124,12 @@ class RedisStore:
             return await self._fallback.acquire()
         generation, wait_ms = int(reply[0]), float(reply[1]) / 1000.0
         return (None if generation < 0 else generation), wait_ms
+
+    def unreserve(self) -> None:
+        if self._down():
+            self._fallback.unreserve()  # where it was reserved
+        elif self._request_ms:
+            self._send(lambda c: c.unreserve(keys=self._keys[1:2], args=[self._request_ms]))
 
     def start_cooldown(self, seconds: float) -> None:
         self._cooldown_until = max(self._cooldown_until, time.monotonic() + seconds)

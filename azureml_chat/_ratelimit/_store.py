@@ -50,6 +50,11 @@ class RateLimitStore(Protocol):
         (is anything left?) and the request budget (reserve one request). See :data:`Grant`."""
         ...
 
+    def unreserve(self) -> None:
+        """A request :meth:`acquire` admitted was not sent after all (cancelled while it waited): give its
+        reserved place in the request budget back."""
+        ...
+
     def start_cooldown(self, seconds: float) -> None:
         """Start a cooldown of ``seconds``, or extend the current one (deadlines only grow). A new one (none was
         under way) restarts the release: it ends, and one begins with the probe when the cooldown is over."""
@@ -113,6 +118,10 @@ class _Bucket:
         self._refill()
         self.level -= cost
 
+    def give_back(self, cost: float) -> None:
+        self._refill()
+        self.level = min(self.capacity, self.level + cost)
+
 
 class InProcessStore:
     """The default :class:`RateLimitStore`: plain numbers under a lock, shared by the threads of this process.
@@ -165,6 +174,11 @@ class InProcessStore:
             if self._cooldown_until > self._clock():
                 return None
             return self._release.claim()
+
+    def unreserve(self) -> None:
+        if self._requests is not None:
+            with self._lock:
+                self._requests.give_back(1.0)
 
     def start_cooldown(self, seconds: float) -> None:
         with self._lock:
