@@ -31,6 +31,16 @@ from .formatters import ContentFormatter, Route
 __all__ = ["BaseAsyncClient"]
 
 
+def not_picklable(client: object) -> TypeError:
+    """What pickling a client raises: it holds a connection pool bound to its event loop, which no other process
+    can use; its options (endpoints, ``RateLimit``, ``RetryPolicy``, ``Timeout``) are plain data and pickle."""
+    return TypeError(
+        f"a {type(client).__name__} cannot be pickled (it holds a connection pool): send its options to the "
+        "worker and build a client there, with credential= made in the worker by a picklable factory "
+        "such as functools.partial(DefaultAzureCredential); azureml_chat.ray.map_chat does this for you"
+    )
+
+
 class BaseAsyncClient:
     """Construction, siblings and closing, shared by every async client; see :class:`AsyncChatClient` for the
     arguments."""
@@ -233,6 +243,9 @@ class BaseAsyncClient:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+    def __reduce__(self) -> NoReturn:
+        raise not_picklable(self)
 
     def __enter__(self) -> NoReturn:
         # A plain `with` on an async client is a slip worth naming; without these two, Python says only that

@@ -13,12 +13,13 @@ import contextlib
 import threading
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal, Self, Unpack, overload
+from typing import Any, Literal, NoReturn, Self, Unpack, overload
 
 import aiohttp
 
 from . import _defaults
 from ._auth import DEFAULT_SCOPE
+from ._base_client import not_picklable
 from ._batch import Conversation
 from ._client import AsyncChatClient, langchain_module
 from ._config import Secret, Timeout
@@ -365,6 +366,9 @@ class Client(Closing):
         """A LangChain chat model whose sync calls run on this client; see
         :meth:`AsyncChatClient.to_langchain`."""
         return langchain_module().AzureMLChatModel.from_client(self, **kwargs)
+
+    def __reduce__(self) -> NoReturn:
+        raise not_picklable(self)
 
     def close(self) -> None:
         """Close this client. For the client you constructed: close its connection pool and those of its

@@ -18,8 +18,10 @@ A text-generation ``score.py`` lists its routes in ``completion_routes`` too and
 
 from __future__ import annotations
 
+import copyreg
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 from .._errors import ConfigurationError
 from .._serialization import messages_to_wire
@@ -111,9 +113,27 @@ def available_formatters() -> tuple[str, ...]:
     return tuple(sorted([*_formatters, *_aliases]))
 
 
+def _as_family(formatter: ContentFormatter) -> str | tuple[Any, ...]:
+    """How a built-in formatter pickles: as the family it is registered under, so a worker process gets its own
+    registry's instance (and options that cross a process boundary come back equal). Any other instance of
+    its class pickles as usual."""
+    if _formatters.get(formatter.name) is formatter:
+        return get_formatter, (formatter.name,)
+    return object.__reduce_ex__(formatter, 2)
+
+
 register_formatter("openai", OpenAIFormatter())
 register_formatter("llama", LlamaFormatter(), aliases=("custom-openai",))
 register_formatter("mistral", MistralFormatter())
 register_formatter("gpt2", GPT2Formatter())
 register_formatter("hf", HFFormatter())
 register_formatter("dolly", DollyFormatter())
+for _builtin in (
+    OpenAIFormatter,
+    LlamaFormatter,
+    MistralFormatter,
+    GPT2Formatter,
+    HFFormatter,
+    DollyFormatter,
+):
+    copyreg.pickle(_builtin, _as_family)
