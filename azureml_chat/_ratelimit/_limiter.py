@@ -109,17 +109,19 @@ class RateLimiter:
     ) -> None:
         self.limit = limit
         self._max_wait = max_wait
+        # Woken when a stage of the release opens, a cooldown starts or a slot frees.
+        self._changed = _Waiters()
         if store is None:
             store = InProcessStore(limit)
             if limit.store is not None:
                 from ._redis import RedisStore  # the redis package is an extra
 
-                store = RedisStore(limit, key=key or limit.name or "", local=store)
+                store = RedisStore(
+                    limit, key=key or limit.name or "", local=store, wake=self._changed.wake_all
+                )
         self._store: RateLimitStore = store
         self._lock = threading.Lock()
         self._in_flight = 0
-        # Woken when a stage of the release opens, a cooldown starts or a slot frees.
-        self._changed = _Waiters()
         self._poll = None if store.local else _defaults.PROBE_POLL
         self._always_gated = (
             limit.max_concurrency is not None

@@ -74,11 +74,15 @@ class RedisStore:
         limit: the limit (its ``store`` URL, budgets and ``store_timeout``).
         key: the limit's name in the store (a pool gives each endpoint its own).
         local: the store to fall back to while Redis cannot be reached (this process's own limits).
+        wake: called when an answer this process sent opened the release's next stage (its waiting calls need
+            not wait for their next look at the store).
     """
 
     local = False
 
-    def __init__(self, limit: RateLimit, *, key: str, local: InProcessStore) -> None:
+    def __init__(
+        self, limit: RateLimit, *, key: str, local: InProcessStore, wake: Callable[[], None] = lambda: None
+    ) -> None:
         try:
             import redis  # noqa: F401  # only to say what is missing, here rather than on the first call
         except ImportError:
@@ -90,6 +94,7 @@ class RedisStore:
         self._keys = _lua.keys(key)
         self._timeout = limit.store_timeout
         self._fallback = local
+        self._wake = wake
         # The scripts' budget arguments, worked out once (milliseconds).
         rpm, tpm = limit.requests_per_minute, limit.tokens_per_minute
         self._request_ms = 60_000.0 / rpm if rpm else 0.0
@@ -141,9 +146,12 @@ class RedisStore:
         if generation < 1_000_000_000:
             return self._fallback.answered(generation)
         self._send(
-            lambda c: c.answered(keys=self._keys[:1], args=[generation, _defaults.RELEASE_OPEN, self._ttl_ms])
+            lambda c: c.answered(
+                keys=self._keys[:1], args=[generation, _defaults.RELEASE_OPEN, self._ttl_ms]
+            ),
+            then=self._opened,
         )
-        return False  # the waiting calls find the next stage by asking again (PROBE_POLL)
+        return False  # not known yet: _opened wakes this process's waiting calls (the others look every PROBE_POLL)
 
     def has_room(self) -> bool:
         return self._cooldown_until <= time.monotonic()
@@ -190,8 +198,14 @@ class RedisStore:
             logger.info("Rate-limit store %s answers again: limits are shared again", self._where())
         return reply
 
-    def _send(self, operation: Callable[[_Connection], Awaitable[Any]]) -> None:
-        """Run ``operation`` without waiting for it (a change the call need not wait for)."""
+    def _opened(self, room: Any) -> None:
+        if room == 1:
+            self._wake()
+
+    def _send(
+        self, operation: Callable[[_Connection], Awaitable[Any]], then: Callable[[Any], None] = lambda _: None
+    ) -> None:
+        """Run ``operation`` without waiting for it (a change the call need not wait for), then ``then(reply)``."""
         if self._down():
             return
         try:
@@ -201,6 +215,7 @@ class RedisStore:
         task = loop.create_task(self._run(operation))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
+        task.add_done_callback(lambda done: None if done.cancelled() else then(done.result()))
 
     def _went_down(self, error: BaseException) -> None:
         if self._down_until == 0.0:
