@@ -110,3 +110,14 @@ STORE_CONNECTIONS = 32
 # A release whose stage made no progress for this long (a process that was admitted and then died never
 # answers) is forgotten by the store, so calls go freely again instead of waiting for ever.
 STORE_RELEASE_TTL = 60.0
+
+# --- batch runs on a distributed engine (azureml_chat.rows, azureml_chat.ray, issue 18) ---
+# Calls in flight per worker: twice the batch helpers' default (BATCH_CONCURRENCY), since a worker is usually
+# one of several sharing a quota, and well under the connection pool (MAX_CONNECTIONS).
+PER_WORKER_CONCURRENCY = 16
+# Rows per Ray Data batch: an actor that dies repeats the calls of the batches it had in flight (up to four per
+# task), so small batches bound the repeats; 32 still keeps the per-worker semaphore (16) busy.
+RAY_BATCH_SIZE = 32
+# CPUs reserved per Ray actor: the work is waiting on the network, and a 2-CPU machine must keep Ray Data's read
+# and write tasks running beside the actors.
+RAY_NUM_CPUS = 0.25

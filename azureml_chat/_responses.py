@@ -102,6 +102,8 @@ class ChatResponse:
             derived from it). Set by the client; not part of equality.
         headers: the HTTP response headers (read-only, case-insensitive names). Set by the client; not part
             of equality.
+        attempts: the HTTP requests the call sent to get this answer, its retries included (as the errors'
+            ``attempts``). Set by the client; not part of equality.
     """
 
     choices: tuple[Choice, ...]
@@ -112,6 +114,7 @@ class ChatResponse:
     raw: Any = attrs.field(repr=False, eq=False)
     endpoint: str | None = attrs.field(eq=False)
     headers: Mapping[str, str] = attrs.field(repr=False, eq=False)
+    attempts: int = attrs.field(repr=False, eq=False)
 
     def __init__(
         self,
@@ -127,6 +130,7 @@ class ChatResponse:
         raw: Any = None,
         endpoint: str | None = None,
         headers: Mapping[str, str] = _NO_HEADERS,
+        attempts: int = 1,
     ) -> None:
         if choices is None:
             if message is None:
@@ -145,7 +149,7 @@ class ChatResponse:
                     "give ChatResponse either message= (with finish_reason=, reasoning=) or choices="
                 )
             choices = _choices(choices, "ChatResponse")
-        self.__attrs_init__(choices, usage, model, id, request_id, raw, endpoint, headers)
+        self.__attrs_init__(choices, usage, model, id, request_id, raw, endpoint, headers, attempts)
 
     @property
     def message(self) -> AssistantMessage:
@@ -184,7 +188,7 @@ def chat_response(
     """A :class:`ChatResponse` of ``choices`` (a tuple of one or more), built without the constructor's argument
     checks: how the built-in formatters build every answer (the checks cost more than the rest)."""
     response = _new(ChatResponse)
-    response.__attrs_init__(choices, usage, model, id, request_id, raw, None, _NO_HEADERS)
+    response.__attrs_init__(choices, usage, model, id, request_id, raw, None, _NO_HEADERS, 1)
     return response
 
 
@@ -198,7 +202,7 @@ def completion_response(
 ) -> CompletionResponse:
     """A :class:`CompletionResponse` of ``choices`` (a tuple of one or more), built as :func:`chat_response`."""
     response = _new(CompletionResponse)
-    response.__attrs_init__(choices, usage, model, id, request_id, raw, None, _NO_HEADERS)
+    response.__attrs_init__(choices, usage, model, id, request_id, raw, None, _NO_HEADERS, 1)
     return response
 
 
@@ -280,6 +284,8 @@ class CompletionResponse:
         endpoint: the name of the endpoint that answered. Set by the client; not part of equality.
         headers: the HTTP response headers (read-only, case-insensitive names). Set by the client; not part
             of equality.
+        attempts: the HTTP requests the call sent to get this answer, its retries included. Set by the
+            client; not part of equality.
     """
 
     choices: tuple[CompletionChoice, ...]
@@ -290,6 +296,7 @@ class CompletionResponse:
     raw: Any = attrs.field(repr=False, eq=False)
     endpoint: str | None = attrs.field(eq=False)
     headers: Mapping[str, str] = attrs.field(repr=False, eq=False)
+    attempts: int = attrs.field(repr=False, eq=False)
 
     def __init__(
         self,
@@ -304,6 +311,7 @@ class CompletionResponse:
         raw: Any = None,
         endpoint: str | None = None,
         headers: Mapping[str, str] = _NO_HEADERS,
+        attempts: int = 1,
     ) -> None:
         if choices is None:
             if text is None:
@@ -313,7 +321,7 @@ class CompletionResponse:
             if text is not None or finish_reason is not None:
                 raise TypeError("give CompletionResponse either text= (with finish_reason=) or choices=")
             choices = _choices(choices, "CompletionResponse")
-        self.__attrs_init__(choices, usage, model, id, request_id, raw, endpoint, headers)
+        self.__attrs_init__(choices, usage, model, id, request_id, raw, endpoint, headers, attempts)
 
     @property
     def text(self) -> str:

