@@ -19,8 +19,9 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pytest
 import ray
 import ray.cloudpickle
+from redis_server import RedisServer
 
-from azureml_chat import ConfigurationError, InvalidRequestError
+from azureml_chat import ConfigurationError, InvalidRequestError, RateLimit
 from azureml_chat.emulator import Emulator
 from azureml_chat.ray import map_chat
 from azureml_chat.rows import OUTPUT_COLUMNS, OUTPUT_TYPES
@@ -224,3 +225,29 @@ def test_without_ray_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setitem(sys.modules, "ray.data", None)
     with pytest.raises(ImportError, match=r'pip install "azureml-chat\[ray\]"'):
         map_chat(None)  # type: ignore[arg-type]
+
+
+def test_actors_with_a_store_share_one_quota(emulator: Emulator) -> None:
+    """Two actors with RateLimit(requests_per_minute=600, store=...) spend one budget between them: 20 requests
+    arrive at least 19 intervals of 0.1 s apart in all (each actor alone would allow 10 a second, so they would
+    take half that); and the 429 one actor meets holds back both until its Retry-After is over."""
+    emulator.add_fault("429,retry_after=1,times=1")
+    with RedisServer() as redis_server:
+        limit = RateLimit(requests_per_minute=600, store=redis_server.url, name="ray-shared")
+        dataset = ray.data.from_items([{"id": i, "messages": user(f"q{i}")} for i in range(20)])
+        out = collect(
+            map_chat(
+                dataset,
+                endpoint_url=emulator.chat_url,
+                api_key=KEY,
+                rate_limit=limit,
+                concurrency=2,
+                batch_size=5,
+            )
+        ).to_pydict()
+    assert [None] * 20 == out["error"]
+    arrivals = sorted(request.time for request in emulator.requests)
+    throttled = next(request.time for request in emulator.requests if request.status == 429)
+    assert 21 == len(arrivals)
+    assert arrivals[-1] - arrivals[0] >= 1.9 - 0.05
+    assert all(arrival - throttled >= 0.95 for arrival in arrivals if arrival > throttled)

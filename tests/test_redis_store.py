@@ -397,3 +397,34 @@ def test_the_sync_client_shares_the_store_from_its_loop_thread(redis_url: str) -
         assert "ok" == client.with_options(timeout=5).chat(HI).content
     assert 2 == len(seen)
     assert redis.Redis.from_url(redis_url).exists(keys(limit.name or "")[1])
+
+
+@pytest.mark.parametrize("kind", ["in-process", "redis", "redis, 429 seen by another process"])
+async def test_a_429_holds_back_the_requests_waiting_for_their_reserved_turn(
+    kind: str, redis_url: str
+) -> None:
+    """A request admitted with its turn 0.1 s ahead, and a 429 meanwhile (here, or in another process sharing
+    the store): it does not go at its turn but after the cooldown, as the release's probe."""
+    limit = RateLimit(requests_per_minute=600)
+    if kind != "in-process":
+        limit = shared(redis_url, requests_per_minute=600)
+    limiter = RateLimiter(limit, key=limit.name)
+    other = RedisStore(limit, key=limit.name or "", local=InProcessStore(limit)) if limit.store else None
+    try:
+        limiter.finish(await limiter.admit())
+        started = time.monotonic()
+        waiting = asyncio.ensure_future(limiter.admit())
+        await asyncio.sleep(0.02)
+        if other is not None and "another process" in kind:
+            other.start_cooldown(0.5)
+            await settled(other)
+        else:
+            limiter.throttled(0.5)
+        ticket = await asyncio.wait_for(waiting, 5.0)
+        assert time.monotonic() - started >= 0.5
+        assert ticket.release > 0  # admitted in the release after the cooldown: the probe
+        limiter.finish(ticket)
+    finally:
+        await limiter.aclose()
+        if other is not None:
+            await other.aclose()

@@ -140,12 +140,35 @@ class RateLimiter:
     async def admit(self) -> Ticket:
         """Wait for the cooldown, a place in the release after it and the budgets (one step of the store), then
         a concurrency slot and the request budget's reserved time, then admit one request."""
+        while True:
+            generation, wait = await self._acquire()
+            ticket = Ticket(release=generation)
+            try:
+                await self._take_slot(ticket)
+                if wait <= 0:
+                    return ticket
+                await asyncio.sleep(wait)  # the request budget reserved for this request frees then
+                if await self._store.still_admitted(generation):
+                    return ticket
+            except BaseException:
+                # Cancelled before sending: its reserved request goes back, or a queue of callers that gave up
+                # (timeouts) would leave the budget spent on nothing.
+                self._store.unreserve()
+                self.finish(ticket)
+                raise
+            # A 429 came while it waited for its turn: it goes back in line, behind the cooldown and the release.
+            self._store.unreserve()
+            self.finish(ticket)
+
+    async def _acquire(self) -> tuple[int, float]:
+        """Wait until the store admits a request: its release generation, and how long its reserved request
+        budget is ahead (``Grant``)."""
         store, changed = self._store, self._changed
         while True:
             seen = changed.version
             generation, wait = await store.acquire()
             if generation is not None:
-                break
+                return generation, wait
             if wait > 0:
                 await asyncio.sleep(wait)  # a cooldown, or a token budget: each ends at a known time
                 continue
@@ -155,18 +178,6 @@ class RateLimiter:
                 await changed.wait(parked, self._poll)
             else:
                 await changed.wait(parked, 0)  # woken meanwhile: ask again at once
-        ticket = Ticket(release=generation)
-        try:
-            await self._take_slot(ticket)
-            if wait > 0:
-                await asyncio.sleep(wait)  # the request budget reserved for this request frees then
-        except BaseException:
-            # Cancelled before sending: its reserved request goes back, or a queue of callers that gave up
-            # (timeouts) would leave the budget spent on nothing.
-            store.unreserve()
-            self.finish(ticket)
-            raise
-        return ticket
 
     async def _take_slot(self, ticket: Ticket) -> None:
         limit = self.limit.max_concurrency

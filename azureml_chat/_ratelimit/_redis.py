@@ -39,6 +39,10 @@ __all__ = ["RedisStore"]
 
 logger = logging.getLogger("azureml_chat")
 
+# The store's release generations are clock milliseconds (_lua.START_COOLDOWN); those of the in-process store
+# it falls back on count from 1, so a ticket says which store admitted it.
+_FIRST_GENERATION = 1_000_000_000
+
 
 class _Connection:
     """One event loop's client and its scripts."""
@@ -62,6 +66,7 @@ class _Connection:
         self.answered: AsyncScript = self.client.register_script(_lua.ANSWERED)
         self.charge: AsyncScript = self.client.register_script(_lua.CHARGE)
         self.unreserve: AsyncScript = self.client.register_script(_lua.UNRESERVE)
+        self.still_admitted: AsyncScript = self.client.register_script(_lua.STILL_ADMITTED)
 
     async def aclose(self) -> None:
         await self.client.aclose(close_connection_pool=True)
@@ -130,6 +135,14 @@ class RedisStore:
         generation, wait_ms = int(reply[0]), float(reply[1]) / 1000.0
         return (None if generation < 0 else generation), wait_ms
 
+    async def still_admitted(self, generation: int) -> bool:
+        if self._cooldown_until > time.monotonic():
+            return False  # this process's own 429
+        if self._down() or 0 < generation < _FIRST_GENERATION:
+            return await self._fallback.still_admitted(generation)
+        reply = await self._run(lambda c: c.still_admitted(keys=self._keys[:1], args=[generation]))
+        return reply is None or reply == 1  # the store is down: go, under the local limits
+
     def unreserve(self) -> None:
         if self._down():
             self._fallback.unreserve()  # where it was reserved
@@ -142,8 +155,7 @@ class RedisStore:
         self._send(lambda c: c.start_cooldown(keys=self._keys[:1], args=[seconds * 1000.0, self._ttl_ms]))
 
     def answered(self, generation: int) -> bool:
-        # The store's generations are clock milliseconds (_lua.START_COOLDOWN); the fallback's count from 1.
-        if generation < 1_000_000_000:
+        if generation < _FIRST_GENERATION:
             return self._fallback.answered(generation)
         self._send(
             lambda c: c.answered(
