@@ -139,26 +139,23 @@ class RateLimiter:
 
     async def admit(self) -> Ticket:
         """Wait for the cooldown, a place in the release after it and the budgets (one step of the store), then
-        a concurrency slot and the request budget's reserved time, then admit one request."""
-        while True:
-            generation, wait = await self._acquire()
-            ticket = Ticket(release=generation)
-            try:
-                await self._take_slot(ticket)
-                if wait <= 0:
-                    return ticket
+        a concurrency slot and the request budget's reserved time, then admit one request.
+
+        A request admitted before a 429 keeps its turn: the cooldown holds back what is admitted after it (so a
+        spent-quota pause, whose reset is rounded up to whole seconds, does not also empty the next window)."""
+        generation, wait = await self._acquire()
+        ticket = Ticket(release=generation)
+        try:
+            await self._take_slot(ticket)
+            if wait > 0:
                 await asyncio.sleep(wait)  # the request budget reserved for this request frees then
-                if await self._store.still_admitted(generation):
-                    return ticket
-            except BaseException:
-                # Cancelled before sending: its reserved request goes back, or a queue of callers that gave up
-                # (timeouts) would leave the budget spent on nothing.
-                self._store.unreserve()
-                self.finish(ticket)
-                raise
-            # A 429 came while it waited for its turn: it goes back in line, behind the cooldown and the release.
+        except BaseException:
+            # Cancelled before sending: its reserved request goes back, or a queue of callers that gave up
+            # (timeouts) would leave the budget spent on nothing.
             self._store.unreserve()
             self.finish(ticket)
+            raise
+        return ticket
 
     async def _acquire(self) -> tuple[int, float]:
         """Wait until the store admits a request: its release generation, and how long its reserved request

@@ -22,7 +22,7 @@ round a millisecond timestamp to tens of milliseconds.
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "ANSWERED", "CHARGE", "START_COOLDOWN", "STILL_ADMITTED", "UNRESERVE", "keys"]
+__all__ = ["ACQUIRE", "ANSWERED", "CHARGE", "START_COOLDOWN", "UNRESERVE", "keys"]
 
 
 def keys(name: str) -> list[str]:
@@ -151,17 +151,5 @@ else
   redis.call('DEL', KEYS[1])
 end
 return 1
-"""
-)
-
-# KEYS: state. ARGV: generation. Whether a request admitted in that release generation may still go after its
-# reserved wait: no cooldown or release under way, or it belongs to the release now under way (1), or not (0).
-STILL_ADMITTED = (
-    _NOW
-    + """
-local state = redis.call('HMGET', KEYS[1], 'until', 'calm', 'gen')
-if not state[1] or state[2] == '1' then return 1 end
-if tonumber(state[3]) == tonumber(ARGV[1]) and tonumber(state[1]) <= now then return 1 end
-return 0
 """
 )

@@ -66,7 +66,6 @@ class _Connection:
         self.answered: AsyncScript = self.client.register_script(_lua.ANSWERED)
         self.charge: AsyncScript = self.client.register_script(_lua.CHARGE)
         self.unreserve: AsyncScript = self.client.register_script(_lua.UNRESERVE)
-        self.still_admitted: AsyncScript = self.client.register_script(_lua.STILL_ADMITTED)
 
     async def aclose(self) -> None:
         await self.client.aclose(close_connection_pool=True)
@@ -134,14 +133,6 @@ class RedisStore:
             return await self._fallback.acquire()
         generation, wait_ms = int(reply[0]), float(reply[1]) / 1000.0
         return (None if generation < 0 else generation), wait_ms
-
-    async def still_admitted(self, generation: int) -> bool:
-        if self._cooldown_until > time.monotonic():
-            return False  # this process's own 429
-        if self._down() or 0 < generation < _FIRST_GENERATION:
-            return await self._fallback.still_admitted(generation)
-        reply = await self._run(lambda c: c.still_admitted(keys=self._keys[:1], args=[generation]))
-        return reply is None or reply == 1  # the store is down: go, under the local limits
 
     def unreserve(self) -> None:
         if self._down():

@@ -50,12 +50,6 @@ class RateLimitStore(Protocol):
         (is anything left?) and the request budget (reserve one request). See :data:`Grant`."""
         ...
 
-    async def still_admitted(self, generation: int) -> bool:
-        """Whether a request admitted in release ``generation`` may still go after waiting for its reserved
-        request budget: ``False`` when a cooldown began meanwhile (it then goes back in line, so that a 429 holds
-        back the requests it found waiting for their turn too)."""
-        ...
-
     def unreserve(self) -> None:
         """A request :meth:`acquire` admitted was not sent after all (cancelled while it waited): give its
         reserved place in the request budget back."""
@@ -180,12 +174,6 @@ class InProcessStore:
             if self._cooldown_until > self._clock():
                 return None
             return self._release.claim()
-
-    async def still_admitted(self, generation: int) -> bool:
-        with self._lock:
-            if self._calm:
-                return True
-            return generation == self._release.generation and self._cooldown_until <= self._clock()
 
     def unreserve(self) -> None:
         if self._requests is not None:
