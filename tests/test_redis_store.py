@@ -430,3 +430,44 @@ async def test_a_429_holds_back_what_is_admitted_after_it(kind: str, redis_url: 
         await limiter.aclose()
         if other is not None:
             await other.aclose()
+
+
+def scripts_run(url: str) -> int:
+    stats = redis.Redis.from_url(url).info("commandstats")
+    return sum(int(stats.get(name, {}).get("calls", 0)) for name in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+async def test_calls_waiting_for_a_stage_opened_elsewhere_ask_the_store_once_per_look(redis_url: str) -> None:
+    """Twenty calls of one process wait while another process holds the release's probe: one of them asks the
+    store every PROBE_POLL for all (about 10 scripts in half a second, not 200); once the probe is answered
+    there, they are admitted in the doubling stages."""
+    limit = shared(redis_url)
+    here = RateLimiter(limit)
+    there = RedisStore(limit, key=limit.name or "", local=InProcessStore(limit))
+    try:
+        there.start_cooldown(0.05)
+        await settled(there)
+        await asyncio.sleep(0.06)
+        probe, _ = await there.acquire()
+        assert probe is not None
+        assert probe > 0
+        waiting = [asyncio.ensure_future(here.admit()) for _ in range(20)]
+        await asyncio.sleep(0.05)
+        before = scripts_run(redis_url)
+        await asyncio.sleep(0.5)
+        assert not any(task.done() for task in waiting)
+        assert scripts_run(redis_url) - before <= 20
+        there.answered(probe)
+        await settled(there)
+        admitted = 0
+        while admitted < 20:
+            done, _ = await asyncio.wait(
+                [t for t in waiting if not t.done()], timeout=5.0, return_when="FIRST_COMPLETED"
+            )
+            assert done, f"stuck after {admitted} admitted"
+            for task in done:
+                here.finish(task.result())
+                admitted += 1
+    finally:
+        await here.aclose()
+        await there.aclose()

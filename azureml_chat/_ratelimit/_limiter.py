@@ -123,6 +123,7 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._poll = None if store.local else _defaults.PROBE_POLL
+        self._looking = False  # a call waiting for a full stage asks a shared store again for everyone
         self._always_gated = (
             limit.max_concurrency is not None
             or limit.requests_per_minute is not None
@@ -161,20 +162,32 @@ class RateLimiter:
         """Wait until the store admits a request: its release generation, and how long its reserved request
         budget is ahead (``Grant``)."""
         store, changed = self._store, self._changed
-        while True:
-            seen = changed.version
-            generation, wait = await store.acquire()
-            if generation is not None:
-                return generation, wait
-            if wait > 0:
-                await asyncio.sleep(wait)  # a cooldown, or a token budget: each ends at a known time
-                continue
-            # The stage is full: wait for its answers (or, on a shared store, ask again shortly).
-            parked = changed.park()
-            if changed.version == seen:
-                await changed.wait(parked, self._poll)
-            else:
-                await changed.wait(parked, 0)  # woken meanwhile: ask again at once
+        looking = False  # this call is the one that looks again at a shared store for everyone
+        try:
+            while True:
+                seen = changed.version
+                generation, wait = await store.acquire()
+                if generation is not None:
+                    return generation, wait
+                if wait > 0:
+                    await asyncio.sleep(wait)  # a cooldown, or a token budget: each ends at a known time
+                    continue
+                # The stage is full: wait for its answers. On a shared store they may come from another process,
+                # which wakes nobody here, so one waiting call per limiter asks again every PROBE_POLL seconds
+                # and the others wait for it (a store round trip per look, not per waiting call).
+                if self._poll is not None and not looking:
+                    with self._lock:
+                        looking, self._looking = not self._looking, True
+                parked = changed.park()
+                if changed.version != seen:
+                    await changed.wait(parked, 0)  # woken meanwhile: ask again at once
+                else:
+                    await changed.wait(parked, self._poll if looking else None)
+        finally:
+            if looking:
+                with self._lock:
+                    self._looking = False
+                changed.wake_all()  # admitted (or gone): the others ask again, and one of them looks on
 
     async def _take_slot(self, ticket: Ticket) -> None:
         limit = self.limit.max_concurrency
