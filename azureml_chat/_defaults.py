@@ -107,8 +107,12 @@ STORE_RETRY = 5.0
 # Connections to the store per event loop: admissions wait for one (up to STORE_TIMEOUT) rather than fail,
 # as the async pool's default does when it is exhausted (fleet.md 2.4).
 STORE_CONNECTIONS = 32
-# A release whose stage made no progress for this long (a process that was admitted and then died never
-# answers) is forgotten by the store, so calls go freely again instead of waiting for ever.
+# A stage of a shared release that made no progress for this long (no place claimed, no answer) gives its
+# unanswered places again: a process that died while admitted never answers, nor does one whose admission timed
+# out on its side (a frozen Redis) and was then run by Redis. Longer than most answers take, short against a
+# minute's quota; an answer slower than this only lets one more request go before its verdict.
+STORE_STAGE_LAPSE = 5.0
+# The state of a shared release that made no progress for this long is forgotten (its key expires).
 STORE_RELEASE_TTL = 60.0
 
 # --- batch runs on a distributed engine (azureml_chat.rows, azureml_chat.ray, issue 18) ---

@@ -471,3 +471,27 @@ async def test_calls_waiting_for_a_stage_opened_elsewhere_ask_the_store_once_per
     finally:
         await here.aclose()
         await there.aclose()
+
+
+async def test_a_place_in_the_release_whose_process_died_lapses(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process admitted as the release's probe dies before it answers: the others wait for it only
+    STORE_STAGE_LAPSE (here 0.2 s), then the place is given again, instead of until the state expires."""
+    monkeypatch.setattr(_defaults, "STORE_STAGE_LAPSE", 0.2)
+    limit = shared(redis_url)
+    died, alive = (RedisStore(limit, key=limit.name or "", local=InProcessStore(limit)) for _ in range(2))
+    try:
+        died.start_cooldown(0.05)
+        await settled(died)
+        await asyncio.sleep(0.06)
+        died._cooldown_until = 0.0
+        probe, _ = await died.acquire()
+        assert probe is not None
+        assert probe > 0
+        assert (None, 0.0) == await alive.acquire()  # the stage (the probe) is full
+        await asyncio.sleep(0.25)
+        assert (probe, 0.0) == await alive.acquire()
+    finally:
+        await died.aclose()
+        await alive.aclose()

@@ -38,12 +38,14 @@ local function fmt(value) return string.format('%.3f', value) end
 """
 
 # KEYS: state, rpm, tpm. ARGV: request interval ms (0: no request budget), ms per token (0: no token budget),
-# token burst ms, state ttl ms. Returns {generation, wait ms}: generation -1 when not admitted (wait > 0: the
-# cooldown or the token budget; wait 0: the release's stage is full).
+# token burst ms, state ttl ms, lapse ms. Returns {generation, wait ms}: generation -1 when not admitted
+# (wait > 0: the cooldown or the token budget; wait 0: the release's stage is full). A full stage that made no
+# progress (no place claimed, no answer) for the lapse gives its unanswered places again: a process that died
+# while admitted never answers, nor does one whose ACQUIRE timed out on its side and ran on Redis's later.
 ACQUIRE = (
     _NOW
     + """
-local state = redis.call('HMGET', KEYS[1], 'until', 'calm', 'gen', 'size', 'granted')
+local state = redis.call('HMGET', KEYS[1], 'until', 'calm', 'gen', 'size', 'granted', 'done', 'since')
 local releasing = state[1] and state[2] ~= '1'
 if releasing then
   local left = tonumber(state[1]) - now
@@ -56,8 +58,12 @@ if per_token > 0 then
 end
 local generation = 0
 if releasing then
-  if tonumber(state[5]) >= tonumber(state[4]) then return {-1, '0'} end
-  redis.call('HINCRBY', KEYS[1], 'granted', 1)
+  local granted = tonumber(state[5])
+  if granted >= tonumber(state[4]) then
+    if now - tonumber(state[7] or now) <= tonumber(ARGV[5]) then return {-1, '0'} end
+    granted = tonumber(state[6])
+  end
+  redis.call('HSET', KEYS[1], 'granted', granted + 1, 'since', fmt(now))
   redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[4])))
   generation = tonumber(state[3])
 end
@@ -86,7 +92,7 @@ if deadline <= now then
   if total > 0 then ceiling = total end
   local generation = math.max(tonumber(state[2] or 0) + 1, math.floor(now))
   redis.call('HSET', KEYS[1], 'gen', generation, 'size', 1, 'granted', 0, 'done', 0, 'total', 0,
-             'ceiling', ceiling, 'calm', 0)
+             'ceiling', ceiling, 'calm', 0, 'since', fmt(deadline))
 end
 deadline = math.max(deadline, now + tonumber(ARGV[1]))
 redis.call('HSET', KEYS[1], 'until', fmt(deadline))
@@ -107,23 +113,25 @@ local done, total, ceiling = tonumber(state[4]) + 1, tonumber(state[5]) + 1, ton
 local ttl = math.ceil(math.max(tonumber(state[8]) - now, 0) + tonumber(ARGV[3]))
 if done >= size then
   if size >= math.max(tonumber(ARGV[2]), 2 * ceiling) then
-    redis.call('HSET', KEYS[1], 'granted', 0, 'done', 0, 'total', total, 'size', 1, 'calm', 1)
+    redis.call('HSET', KEYS[1], 'granted', 0, 'done', 0, 'total', total, 'size', 1, 'calm', 1,
+               'since', fmt(now))
     redis.call('PEXPIRE', KEYS[1], ttl)
     return 1
   end
   if total < ceiling then size = math.min(2 * size, ceiling - total)
   elseif total - size < ceiling then size = 1
   else size = 2 * size end
-  redis.call('HSET', KEYS[1], 'granted', 0, 'done', 0, 'total', total, 'size', size)
+  redis.call('HSET', KEYS[1], 'granted', 0, 'done', 0, 'total', total, 'size', size, 'since', fmt(now))
   redis.call('PEXPIRE', KEYS[1], ttl)
   return 1
 end
 if done == granted then
-  redis.call('HSET', KEYS[1], 'granted', 0, 'done', 0, 'total', 0, 'size', 1, 'calm', 1)
+  redis.call('HSET', KEYS[1], 'granted', 0, 'done', 0, 'total', 0, 'size', 1, 'calm', 1,
+             'since', fmt(now))
   redis.call('PEXPIRE', KEYS[1], ttl)
   return 1
 end
-redis.call('HSET', KEYS[1], 'done', done, 'total', total)
+redis.call('HSET', KEYS[1], 'done', done, 'total', total, 'since', fmt(now))
 redis.call('PEXPIRE', KEYS[1], ttl)
 return 0
 """

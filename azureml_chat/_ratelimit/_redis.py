@@ -106,6 +106,7 @@ class RedisStore:
         # The in-process bucket's burst: one second's worth, at least one token (_store._Bucket).
         self._token_burst_ms = (max(1.0, tpm / 60.0) - 1.0) * self._token_ms if tpm else 0.0
         self._ttl_ms = _defaults.STORE_RELEASE_TTL * 1000.0
+        self._lapse_ms = _defaults.STORE_STAGE_LAPSE * 1000.0
         self._connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Connection] = (
             weakref.WeakKeyDictionary()
         )
@@ -126,7 +127,8 @@ class RedisStore:
             return await self._fallback.acquire()
         reply = await self._run(
             lambda c: c.acquire(
-                keys=self._keys, args=[self._request_ms, self._token_ms, self._token_burst_ms, self._ttl_ms]
+                keys=self._keys,
+                args=[self._request_ms, self._token_ms, self._token_burst_ms, self._ttl_ms, self._lapse_ms],
             )
         )
         if reply is None:
