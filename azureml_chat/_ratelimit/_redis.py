@@ -168,9 +168,13 @@ class RedisStore:
 
     async def aclose(self) -> None:
         loop = asyncio.get_running_loop()
-        pending = [task for task in self._sending if task.get_loop() is loop]
-        if pending:
-            await asyncio.wait(pending, timeout=self._timeout)
+        sending = [task for task in self._sending if task.get_loop() is loop]
+        if sending:
+            # Each is bounded by store_timeout already; whatever is left past it is cancelled, not leaked.
+            _, late = await asyncio.wait(sending, timeout=self._timeout)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         connection = self._connections.pop(loop, None)
         if connection is not None:
             await connection.aclose()
