@@ -14,6 +14,7 @@ from pathlib import Path
 
 import docs_harness
 import pytest
+from conftest import JAVA
 from docs_harness import (
     DOCS,
     KEY,
@@ -136,6 +137,8 @@ def test_block(block: Block, tmp_path: Path) -> None:
     elif block.marker("long"):
         _check_long(block)
     elif block.marker("pytest"):
+        if "pyspark" in block.code and not JAVA:
+            pytest.skip("the Spark example needs Java, which this machine lacks (tests/conftest.py)")
         outcome = run_pytest_block(block, tmp_path)
         tests = sum(
             len(re.findall(r"^(?:async )?def test_", text, flags=re.M))
