@@ -35,8 +35,8 @@ class RateLimitStore(Protocol):
     Attributes:
         local: every change comes through this process's limiter, which then wakes its waiting calls itself. A
             store shared between processes says ``False``: a stage opened by another process is found by asking
-            again every ``PROBE_POLL`` seconds, and every admission asks the store (there is no fast path that
-            skips it, or a 429 seen elsewhere would not hold this process back).
+            again every ``PROBE_POLL`` seconds (one waiting call per limiter asks), and every admission asks the
+            store (there is no fast path that skips it, or a 429 seen elsewhere would not hold this process back).
     """
 
     local: bool
