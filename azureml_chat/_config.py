@@ -54,16 +54,19 @@ class Secret:
         return "**********"
 
 
+def positive_number(value: object) -> bool:
+    """Whether ``value`` is a finite number above 0 (an int or a float, not a bool): what every duration, limit
+    and weight of the configuration must be."""
+    return (
+        not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+    )
+
+
 def _check_seconds(value: float | None, name: str) -> None:
     if value is None:
         return
     # inf is refused too: aiohttp rounds deadlines with math.ceil, which raises OverflowError on it (use None).
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if not positive_number(value):
         what = f"timeout {name}" if name else "timeout"
         raise ConfigurationError(
             f"{what} must be a positive, finite number of seconds or None, got {value!r}"

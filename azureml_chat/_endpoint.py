@@ -10,7 +10,6 @@ code path.
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import platform
 import urllib.parse
@@ -23,7 +22,7 @@ import attrs
 
 from . import _defaults
 from ._auth import DEFAULT_SCOPE, TokenProvider
-from ._config import Secret, check_header_token, check_headers, is_loopback
+from ._config import Secret, check_header_token, check_headers, is_loopback, positive_number
 from ._errors import ConfigurationError
 from ._operations import CHAT, TEXT_COMPLETION
 from ._ratelimit import RateLimit
@@ -63,12 +62,7 @@ _ACCEPTED_ROUTES = (
 
 
 def _check_weight(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if not positive_number(value):
         raise ConfigurationError(f"Endpoint weight must be a positive number, got {value!r}")
 
 

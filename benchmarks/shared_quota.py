@@ -170,6 +170,8 @@ async def work(config: dict[str, Any]) -> dict[str, Any]:
     session = aiohttp.ClientSession(trace_configs=[trace])
     where: dict[str, Any] = {"session": session}
     if config["hide_remaining"]:
+        from storm import without_remaining  # the same hiding transport as the storm benchmark's
+
         where = {"transport": without_remaining(session)}
     client = AsyncChatClient(
         config["url"] + "/v1/chat/completions",
@@ -205,26 +207,6 @@ async def work(config: dict[str, Any]) -> dict[str, Any]:
         await session.close()
         library.removeHandler(warnings)
     return {"attempts": attempts, "calls": calls, "warnings": warnings.records, "pid": os.getpid()}
-
-
-def without_remaining(session: Any) -> Any:
-    """The default transport over ``session``, with ``x-ratelimit-remaining-*`` taken out of every answer (as in
-    ``storm.py``): no pause when an answer says the quota is spent, only the cooldown after a 429."""
-    from multidict import CIMultiDict, CIMultiDictProxy
-
-    from azureml_chat._transport import AiohttpTransport, Response
-
-    hidden = ("x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens")
-
-    class Hiding(AiohttpTransport):
-        async def send(self, request: Any) -> Any:
-            response = await super().send(request)
-            headers = CIMultiDict(response.headers)
-            for name in hidden:
-                headers.popall(name, None)
-            return Response(response.status_code, CIMultiDictProxy(headers), response.content)
-
-    return Hiding(session=session)
 
 
 def worker_main(config_json: str) -> None:

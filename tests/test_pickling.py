@@ -3,7 +3,6 @@ client itself refuses with a message that says what to send instead."""
 
 from __future__ import annotations
 
-import functools
 import pickle
 import subprocess
 import sys
@@ -82,17 +81,6 @@ def test_a_built_in_formatter_crosses_as_its_family() -> None:
     own = MistralFormatter()
     copy = pickle.loads(pickle.dumps(own))
     assert (MistralFormatter, False) == (type(copy), copy is get_formatter("mistral"))
-
-
-def make_token() -> str:
-    return "token"
-
-
-def test_a_credential_factory_pickles_where_a_live_credential_would_not() -> None:
-    """A credential crosses as a zero-argument factory (functools.partial of the credential class, in the docs),
-    which the worker calls; the factory is plain data."""
-    factory = functools.partial(make_token)
-    assert "token" == pickle.loads(pickle.dumps(factory))()
 
 
 async def test_an_async_client_refuses_to_pickle_and_says_what_to_send() -> None:

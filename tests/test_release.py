@@ -31,14 +31,20 @@ class Clock:
         self.now += seconds
 
 
-def stages(store: InProcessStore, answers: int) -> list[int]:
+async def claim(store: InProcessStore) -> int | None:
+    """The release generation the store's admission step gives the next request, or ``None``: it must wait."""
+    generation, _ = await store.acquire()
+    return generation
+
+
+async def stages(store: InProcessStore, answers: int) -> list[int]:
     """Admit as many requests as the store lets go at once, answer them all, repeat until ``answers`` requests
     were answered: the number admitted at each step."""
     admitted: list[int] = []
     left = answers
     while left > 0:
         generations: list[int] = []
-        while len(generations) < left and (generation := store.claim()) is not None:
+        while len(generations) < left and (generation := await claim(store)) is not None:
             generations.append(generation)
         assert generations, "the release stalled"
         admitted.append(len(generations))
@@ -82,40 +88,40 @@ def test_an_answer_to_a_call_admitted_before_the_latest_cooldown_is_ignored() ->
 # --- the store: a cooldown, then stages ------------------------------------------------------------------------
 
 
-def test_after_a_cooldown_the_store_admits_1_then_2_4_8_as_answers_come() -> None:
+async def test_after_a_cooldown_the_store_admits_1_then_2_4_8_as_answers_come() -> None:
     """Nothing goes during the cooldown; then one probe, and each stage twice the last once it was answered."""
     clock = Clock()
     store = InProcessStore(RateLimit(), clock=clock)
-    assert (True, 0) == (store.quiet(), store.claim())  # calm: every request goes freely
+    assert (True, 0) == (store.quiet(), await claim(store))  # calm: every request goes freely
     store.start_cooldown(1.0)
-    assert (False, None) == (store.quiet(), store.claim())
+    assert (False, None) == (store.quiet(), await claim(store))
     clock.advance(0.999)
-    assert store.claim() is None
+    assert await claim(store) is None
     clock.advance(0.001)
-    assert [1, 2, 4, 8, 16] == stages(store, 31)
+    assert [1, 2, 4, 8, 16] == await stages(store, 31)
     assert not store.quiet()  # the next stage (32) has not been left unfilled yet
 
 
-def test_the_release_is_over_once_a_stage_is_not_filled() -> None:
+async def test_the_release_is_over_once_a_stage_is_not_filled() -> None:
     """A stage whose admitted requests were all answered with room left means nobody waits: calls go freely."""
     clock = Clock()
     store = InProcessStore(RateLimit(), clock=clock)
     store.start_cooldown(0.5)
     clock.advance(0.5)
-    assert [1, 2, 3] == stages(store, 6)  # the third stage (4) admitted only the 3 asked for
-    assert (True, 0) == (store.quiet(), store.claim())
+    assert [1, 2, 3] == await stages(store, 6)  # the third stage (4) admitted only the 3 asked for
+    assert (True, 0) == (store.quiet(), await claim(store))
 
 
-def test_a_release_that_met_a_429_doubles_up_to_what_fit_then_probes_beyond_one_at_a_time() -> None:
+async def test_a_release_that_met_a_429_doubles_up_to_what_fit_then_probes_beyond_one_at_a_time() -> None:
     """The requests answered before the 429 (20) are the ceiling of the next release: 1, 2, 4, 8, then 5 to
     reach it, then 1 beyond it, then doubling again; so the next window's overshoot is one request, not 11."""
     clock = Clock()
     store = InProcessStore(RateLimit(), clock=clock)
     store.start_cooldown(1.0)
     clock.advance(1.0)
-    assert [1, 2, 4, 8] == stages(store, 15)
+    assert [1, 2, 4, 8] == await stages(store, 15)
     sixteen = []
-    while (generation := store.claim()) is not None:
+    while (generation := await claim(store)) is not None:
         sixteen.append(generation)
     assert 16 == len(sixteen)
     for generation in sixteen[:5]:
@@ -124,20 +130,20 @@ def test_a_release_that_met_a_429_doubles_up_to_what_fit_then_probes_beyond_one_
     for generation in sixteen[5:]:
         store.answered(generation)  # the other 429s, handed back: they open nothing
     clock.advance(1.0)
-    assert [1, 2, 4, 8, 5, 1, 2, 4] == stages(store, 27)
+    assert [1, 2, 4, 8, 5, 1, 2, 4] == await stages(store, 27)
 
 
-def test_a_release_that_keeps_filling_its_stages_ends_after_a_stage_of_release_open() -> None:
+async def test_a_release_that_keeps_filling_its_stages_ends_after_a_stage_of_release_open() -> None:
     """Under steady load every stage fills; once a stage of RELEASE_OPEN (128) was answered without a 429, the
     calls go freely again (the fast path), instead of through stages for ever."""
     clock = Clock()
     store = InProcessStore(RateLimit(), clock=clock)
     store.start_cooldown(1.0)
     clock.advance(1.0)
-    assert [1, 2, 4, 8, 16, 32, 64] == stages(store, 127)
+    assert [1, 2, 4, 8, 16, 32, 64] == await stages(store, 127)
     assert not store.quiet()
-    assert [128] == stages(store, 128)
-    assert (True, 0) == (store.quiet(), store.claim())
+    assert [128] == await stages(store, 128)
+    assert (True, 0) == (store.quiet(), await claim(store))
 
 
 def test_a_known_ceiling_keeps_the_release_going_to_twice_it() -> None:
@@ -158,49 +164,49 @@ def test_a_known_ceiling_keeps_the_release_going_to_twice_it() -> None:
     assert 147 == release.ceiling
 
 
-def test_a_throttled_probe_restarts_the_cooldown() -> None:
+async def test_a_throttled_probe_restarts_the_cooldown() -> None:
     """A 429 to the probe starts a new cooldown; nothing goes until it ends, then exactly one probe again, and
     the first probe's late verdict moves nothing."""
     clock = Clock()
     store = InProcessStore(RateLimit(), clock=clock)
     store.start_cooldown(1.0)
     clock.advance(1.0)
-    probe = store.claim()
+    probe = await claim(store)
     assert probe is not None
-    assert store.claim() is None  # the others wait for the probe's answer
+    assert await claim(store) is None  # the others wait for the probe's answer
     store.start_cooldown(2.0)  # ... which is a 429 asking 2 s
-    assert (None, 2.0) == (store.claim(), store.cooldown_left())
+    assert (None, 2.0) == await store.acquire()
     assert not store.answered(probe)  # its ticket is handed back after the 429: it opens no stage
     clock.advance(2.0)
-    second = store.claim()
-    assert (probe + 1, None) == (second, store.claim())
+    second = await claim(store)
+    assert (probe + 1, None) == (second, await claim(store))
 
 
-def test_a_429_during_the_cooldown_only_extends_it() -> None:
+async def test_a_429_during_the_cooldown_only_extends_it() -> None:
     """The 429s of calls already in flight extend the cooldown (deadlines only grow) without restarting it."""
     clock = Clock()
     store = InProcessStore(RateLimit(), clock=clock)
     store.start_cooldown(1.0)
     store.start_cooldown(0.5)
-    assert 1.0 == store.cooldown_left()
+    assert (None, 1.0) == await store.acquire()
     store.start_cooldown(3.0)
     clock.advance(3.0)
-    assert [1, 2] == stages(store, 3)
+    assert [1, 2] == await stages(store, 3)
 
 
-def test_a_429_before_anything_of_the_release_was_answered_keeps_the_ceiling() -> None:
+async def test_a_429_before_anything_of_the_release_was_answered_keeps_the_ceiling() -> None:
     """A probe that meets a 429 learns nothing about the window's room: the ceiling learned before stays."""
     clock = Clock()
     store = InProcessStore(RateLimit(), clock=clock)
     store.start_cooldown(1.0)
     clock.advance(1.0)
-    stages(store, 3)  # 1 + 2 answered
+    await stages(store, 3)  # 1 + 2 answered
     store.start_cooldown(1.0)
     clock.advance(1.0)
-    store.claim()  # the probe ...
+    await claim(store)  # the probe ...
     store.start_cooldown(1.0)  # ... throttled
     clock.advance(1.0)
-    assert [1, 2, 1, 2] == stages(store, 6)
+    assert [1, 2, 1, 2] == await stages(store, 6)
 
 
 # --- the limiter: calls waiting on an event loop ----------------------------------------------------------------

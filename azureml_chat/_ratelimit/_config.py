@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import attrs
 
 from .. import _defaults
+from .._config import positive_number
 from .._errors import ConfigurationError
 
 __all__ = ["RateLimit"]
@@ -16,14 +16,7 @@ _STORE_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is None:
-        return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if value is not None and not positive_number(value):
         raise ConfigurationError(f"{attribute.name} must be a positive number or None, got {value!r}")
 
 

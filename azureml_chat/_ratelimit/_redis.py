@@ -162,7 +162,7 @@ class RedisStore:
         return self._cooldown_until <= time.monotonic()
 
     def charge(self, tokens: float) -> None:
-        self._fallback.charge(tokens)
+        self._fallback.charge(tokens)  # so the local token budget is current should the store go down
         if self._token_ms:
             self._send(lambda c: c.charge(keys=self._keys[2:], args=[tokens * self._token_ms]))
 

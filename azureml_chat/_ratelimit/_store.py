@@ -148,9 +148,6 @@ class InProcessStore:
     def quiet(self) -> bool:
         return self._calm
 
-    def cooldown_left(self) -> float:
-        return self._cooldown_until - self._clock()
-
     async def acquire(self) -> Grant:
         with self._lock:
             generation: int | None = 0
@@ -165,15 +162,6 @@ class InProcessStore:
                 if generation is None:
                     return None, 0.0
             return generation, 0.0 if self._requests is None else self._requests.reserve(1.0)
-
-    def claim(self) -> int | None:
-        """The release part of :meth:`acquire` alone (no budgets): its generation, or ``None`` to wait."""
-        with self._lock:
-            if self._calm:
-                return 0
-            if self._cooldown_until > self._clock():
-                return None
-            return self._release.claim()
 
     def unreserve(self) -> None:
         if self._requests is not None:

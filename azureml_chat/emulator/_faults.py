@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from http import HTTPStatus
 from typing import Any, Literal
 
@@ -205,6 +205,16 @@ def parse_faults(spec: str) -> tuple[Fault, ...]:
     return tuple(_parse_one(part) for part in spec.split(";") if part.strip())
 
 
+def spec_items(spec: str) -> Iterator[tuple[str, str, bool, str]]:
+    """The ``key[=value]`` items of a comma-separated spec (a fault's, a quota's), blanks skipped: each as
+    ``(item, key, has_value, value)``, the key lower-cased with ``-`` standing for ``_``, both stripped."""
+    for raw in spec.split(","):
+        item = raw.strip()
+        if item:
+            key, sep, text = item.partition("=")
+            yield item, key.strip().lower().replace("-", "_"), bool(sep), text.strip()
+
+
 def _parse_one(spec: str) -> Fault:
     values: dict[str, Any] = {}
 
@@ -212,12 +222,7 @@ def _parse_one(spec: str) -> Fault:
         _check(key not in values, f"{key} given twice in fault {spec.strip()!r}")
         values[key] = value
 
-    for raw in spec.split(","):
-        item = raw.strip()
-        if not item:
-            continue
-        key, sep, text = item.partition("=")
-        key, text = key.strip().lower().replace("-", "_"), text.strip()
+    for item, key, sep, text in spec_items(spec):
         if not sep:
             if key.isdigit():
                 put("status", int(key))

@@ -27,6 +27,8 @@ from typing import Any
 
 import attrs
 
+from ._faults import spec_items
+
 __all__ = [
     "UNBOUNDED_REQUESTS",
     "UNBOUNDED_TOKENS",
@@ -109,12 +111,7 @@ class Quota:
             ValueError: an unknown or repeated key, a bad value, or an empty spec.
         """
         values: dict[str, Any] = {}
-        for raw in spec.split(","):
-            item = raw.strip()
-            if not item:
-                continue
-            key, sep, text = item.partition("=")
-            key, text = key.strip().lower().replace("-", "_"), text.strip()
+        for item, key, sep, text in spec_items(spec):
             if not sep or key not in ("requests", "tokens", "window", "retry_after"):
                 raise ValueError(
                     f"unknown quota item {item!r} in {spec!r}; keys: requests=N, tokens=N, window=SECONDS, "
