@@ -192,7 +192,8 @@ class Pipeline:
         # Stamped here, not by the formatter (whose hooks know nothing of pools or transports): C-level stores
         # on a frozen instance the formatter just built.
         object.__setattr__(answer, "endpoint", call.member.name)
-        if call.attempts != 1:  # the formatters' answers say 1 already, which is every call's but a retried one
+        # The formatters' answers say 1 attempt already, which is every call's but a retried one.
+        if call.attempts != 1:
             object.__setattr__(answer, "attempts", call.attempts)
         object.__setattr__(
             answer, "headers", headers if type(headers) is CIMultiDictProxy else read_only(headers)
